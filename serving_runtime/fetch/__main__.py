@@ -1,0 +1,3 @@
+from serving_runtime.fetch import main
+
+raise SystemExit(main())
