@@ -1,0 +1,69 @@
+# Shared by up/down: paths, ports, binary locations, process helpers. Sourced, not run.
+# shellcheck shell=bash
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+E2E="$(dirname "$HERE")"
+# shellcheck source=versions.sh
+source "$HERE/versions.sh"
+CACHE="${N1V1_CACHE:-$HOME/.cache/n1v1}"
+STATE="$E2E/.state"
+PKI="$STATE/pki"
+PIDS="$STATE/pids"
+LOGS="$STATE/logs"
+
+# Ports: loopback only, far from defaults (2379/6443/10257/10259) so a real cluster or a
+# second checkout can coexist; override the base to run two clusters side by side.
+PORT_BASE="${N1V1_CLUSTER_PORT_BASE:-36400}"
+ETCD_PORT=$((PORT_BASE + 1))
+ETCD_PEER_PORT=$((PORT_BASE + 2))
+APISERVER_PORT=$((PORT_BASE + 3))
+KCM_PORT=$((PORT_BASE + 4))
+SCHEDULER_PORT=$((PORT_BASE + 5))
+KWOK_PORT=$((PORT_BASE + 6))
+SERVER="https://127.0.0.1:$APISERVER_PORT"
+NODE_NAME="${N1V1_KWOK_NODE:-kwok-node-0}"
+
+bin_path() { # component version
+  echo "$CACHE/bin/$1-$2/$1"
+}
+ETCD_BIN="$(bin_path etcd "$ETCD_VERSION")"
+APISERVER_BIN="$(bin_path kube-apiserver "$KUBERNETES_VERSION")"
+KCM_BIN="$(bin_path kube-controller-manager "$KUBERNETES_VERSION")"
+SCHEDULER_BIN="$(bin_path kube-scheduler "$KUBERNETES_VERSION")"
+KUBECTL_BIN="$(bin_path kubectl "$KUBERNETES_VERSION")"
+KWOK_BIN="$(bin_path kwok "$KWOK_VERSION")"
+TOOL_PATH="$(dirname "$KUBECTL_BIN"):$(dirname "$KWOK_BIN"):$(dirname "$(bin_path helm "$HELM_VERSION")"):$(dirname "$(bin_path promtool "$PROMETHEUS_VERSION")")"
+
+# Start order; down stops in reverse.
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "[cluster] $*" >&2; }
+
+# pid of a component we started, if that process is still alive and still runs our binary
+# (guards against pid reuse after a reboot or a crash).
+live_pid() { # component
+  local f="$PIDS/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
+  echo "$pid"
+}
+
+# GET an apiserver path as the admin; prints the body.
+api_get() { # path
+  curl -sS --max-time 5 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "$SERVER$1"
+}
+
+# Poll `cmd...` until it succeeds, for at most <seconds>; on timeout print <what> and fail.
+wait_until() { # seconds what cmd...
+  local limit="$1" what="$2" start=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS - start >= limit)); then
+      log "timed out after ${limit}s waiting for $what (logs: $LOGS)"
+      return 1
+    fi
+    sleep 1
+  done
+}

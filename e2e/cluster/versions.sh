@@ -1,0 +1,8 @@
+# Versions of every binary the local control plane uses. Sourced by build/up.
+# Bumping one here makes the next `up` build it (binaries are cached per version).
+KUBERNETES_VERSION=v1.37.2   # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+ETCD_VERSION=v3.6.16         # go.etcd.io/etcd/server/v3 (apiserver needs >= 3.5)
+KWOK_VERSION=v0.8.0          # sigs.k8s.io/kwok: fake nodes + pod lifecycle
+HELM_VERSION=v3.22.0         # helm.sh/helm/v3 (latest 3.x)
+PROMETHEUS_MODULE_VERSION=v0.316.0   # Go module version of Prometheus v3.16.0 (promtool)
+PROMETHEUS_VERSION=v3.16.0
