@@ -53,24 +53,27 @@ def _validate(name: str, framework: str, version: str, sha256: str | None) -> No
         raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
 
 
+def _check_size(src: Path, max_bytes: int) -> None:
+    if src.stat().st_size > max_bytes:
+        raise UnsafeArchiveError(
+            f"{src.name} is larger than the size cap of {max_bytes} bytes "
+            "(raise --max-bytes if the model really is this large)"
+        )
+
+
 def _assemble(src: Path, work: Path, folder: Path, framework: str, max_bytes: int) -> bool:
     """Fill `folder` from `src`; True when `src` was a bare artifact file."""
     if src.is_dir():
         copy_flat_folder(src, folder, max_bytes=max_bytes)
         return False
     if src.name.lower().endswith(_ARCHIVE_SUFFIXES) or is_gzip(src):
-        if src.stat().st_size > max_bytes:
-            raise UnsafeArchiveError(
-                f"{src.name} is larger than the size cap of {max_bytes} bytes "
-                "(raise --max-bytes if the model really is this large)"
-            )
+        _check_size(src, max_bytes)
         unpacked = work / "unpacked"
         unpacked.mkdir()
         safe_extract(src, unpacked, max_bytes=max_bytes)
         copy_flat_folder(model_root(unpacked), folder, max_bytes=max_bytes)
         return False
-    if src.stat().st_size > max_bytes:
-        raise FetchError(f"{src.name} is larger than the size cap of {max_bytes} bytes")
+    _check_size(src, max_bytes)
     place_bare_artifact(src, folder, framework)
     return True
 
