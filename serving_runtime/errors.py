@@ -1,0 +1,66 @@
+"""Typed errors shared by the loader, the inference code, the server and the client.
+
+Each serving error carries the HTTP status it maps to, so the server turns it into a
+response without a lookup table and the client's local mode can raise the same class
+the remote mode reconstructs from a status code.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base class: `status_code` is the HTTP status, `message` names the problem."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequestError(ServingError):
+    """The body is not parseable JSON (400)."""
+
+    status_code = 400
+
+
+class ModelNotFoundError(ServingError):
+    """No loaded model by that name (404, message "Model X not found")."""
+
+    status_code = 404
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(f"Model {model_name} not found")
+        self.model_name = model_name
+
+
+class PayloadTooLargeError(ServingError):
+    """The body is larger than MAX_BODY_BYTES (413)."""
+
+    status_code = 413
+
+
+class InvalidInputError(ServingError):
+    """The body parses but its content is wrong: missing/unknown/non-numeric features,
+    NaN/inf, empty or ragged columns, wrong types (422)."""
+
+    status_code = 422
+
+
+class PredictionError(ServingError):
+    """The model itself failed on input that passed validation (500)."""
+
+    status_code = 500
+
+
+class ModelLoadError(Exception):
+    """A model folder could not be loaded (bad metadata, refused artifact, failed check)."""
+
+
+class UnsafeArtifactError(ModelLoadError):
+    """The artifact needs pickle (joblib/pickle, or untrusted skops types) and unsafe
+    loading was not allowed."""
+
+
+class IntegrityError(ModelLoadError):
+    """The artifact's sha256 differs from the one recorded in metadata.json."""

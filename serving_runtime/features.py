@@ -1,0 +1,117 @@
+"""Strict conversion of feature columns ({name: [values]}) to a float64 matrix in the
+model's feature order. Every rejection names the offending features, because the
+caller (a trading engine) must be able to fix its request from the message alone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from serving_runtime.errors import InvalidInputError
+
+# bool is an int subclass in Python, but true/false is not a feature value: compare exact
+# types, not isinstance.
+_NUMERIC_TYPES = frozenset((int, float))
+_MAX_NAMES_IN_MESSAGE = 20
+
+
+def name_list(names: Sequence[str]) -> str:
+    """`a, b, c` — truncated so a 10 000-column mistake does not echo a huge message."""
+    shown = ", ".join(str(n) for n in names[:_MAX_NAMES_IN_MESSAGE])
+    extra = len(names) - _MAX_NAMES_IN_MESSAGE
+    return f"{shown} (and {extra} more)" if extra > 0 else shown
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def check_feature_names(
+    given: Any, feature_names: Sequence[str], feature_index: Mapping[str, int], *, what: str
+) -> None:
+    """Raise 422 naming missing and unknown features; `given` iterates over names."""
+    unknown = [k for k in given if k not in feature_index]
+    missing = [n for n in feature_names if n not in given] if (
+        unknown or len(given) != len(feature_names)
+    ) else []
+    if not unknown and not missing:
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing features: {name_list(missing)}")
+    if unknown:
+        parts.append(f"unknown features: {name_list(unknown)}")
+    raise InvalidInputError(
+        f"{'; '.join(parts)} (the model expects {what}: {name_list(list(feature_names))})"
+    )
+
+
+def columns_to_matrix(
+    features: Any, feature_names: Sequence[str], feature_index: Mapping[str, int]
+) -> np.ndarray:
+    """Turn `{name: [v_row0, v_row1, ...]}` into a C-contiguous (rows, n_features) float64
+    matrix ordered like `feature_names`. Raises InvalidInputError (422)."""
+    if type(features) is not dict:
+        raise InvalidInputError(
+            f"'features' must be an object mapping feature name to a list of values, "
+            f"got {_type_name(features)}"
+        )
+    if not features:
+        raise InvalidInputError(
+            f"empty input: 'features' has no columns (the model expects: "
+            f"{name_list(list(feature_names))})"
+        )
+    check_feature_names(features, feature_names, feature_index, what="columns")
+    cols = [features[n] for n in feature_names]
+    not_lists = [n for n, c in zip(feature_names, cols, strict=True) if type(c) is not list]
+    if not_lists:
+        kinds = ", ".join(
+            f"{n} ({_type_name(features[n])})" for n in not_lists[:_MAX_NAMES_IN_MESSAGE]
+        )
+        raise InvalidInputError(
+            f"each feature must be a list of numbers (one per row); not a list: {kinds}"
+        )
+    n_rows = len(cols[0])
+    if any(len(c) != n_rows for c in cols):
+        lengths = ", ".join(f"{n}={len(c)}" for n, c in zip(feature_names, cols, strict=True))
+        if any(len(c) == 0 for c in cols):
+            empty = [n for n, c in zip(feature_names, cols, strict=True) if not c]
+            raise InvalidInputError(
+                f"empty columns for features: {name_list(empty)}; columns have unequal "
+                f"lengths: {lengths}"
+            )
+        raise InvalidInputError(
+            f"ragged input: columns have unequal lengths ({lengths}); every feature needs "
+            f"one value per row"
+        )
+    if n_rows == 0:
+        raise InvalidInputError("empty input: every feature column is an empty list (no rows)")
+    bad = [n for n, c in zip(feature_names, cols, strict=True) if not _NUMERIC_TYPES.issuperset(
+        map(type, c))]
+    if bad:
+        raise InvalidInputError(f"non-numeric values in features: {name_list(bad)}")
+    try:
+        X = np.array(cols, dtype=np.float64).T
+    except OverflowError:  # an integer beyond float range is as unusable as inf
+        X = None
+    return finite_or_raise(X, cols, feature_names)
+
+
+def finite_or_raise(
+    X: np.ndarray | None, cols: Sequence[Sequence[Any]], feature_names: Sequence[str]
+) -> np.ndarray:
+    """Check a (rows, features) matrix for NaN/inf, naming the columns that have them."""
+    if X is not None and np.isfinite(X).all():
+        return np.ascontiguousarray(X)
+    bad = []
+    for j, name in enumerate(feature_names):
+        try:
+            ok = bool(np.isfinite(np.asarray(cols[j], dtype=np.float64)).all())
+        except OverflowError:
+            ok = False
+        if not ok:
+            bad.append(name)
+    raise InvalidInputError(f"NaN or infinite values in features: {name_list(bad)}")

@@ -1,0 +1,188 @@
+"""Wire shapes of the serving API: the one place both the server (for its OpenAPI
+docs) and the client (to build and read bodies) take them from.
+
+The server's hot routes do NOT validate requests with these models (pydantic costs
+more than the prediction for a one-row request); they parse with orjson and the
+hand-written checks in `serving_runtime.inference`, which produce the same 422
+messages whatever the caller. These classes document the shapes and type the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# --- native API (DESIGN.md) -------------------------------------------------------------
+
+
+class PredictRequest(BaseModel):
+    """`POST /predict`: features are columns, each name maps to one value per row."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_name": "iris",
+                    "features": {"sepal_length": [5.1, 6.2], "sepal_width": [3.5, 2.9]},
+                    "correlation_id": "order-42",
+                }
+            ]
+        },
+    )
+
+    model_name: str = Field(description="Model (folder) name, a DNS-1123 label")
+    features: dict[str, list[float]] = Field(
+        description="Column per feature name; every column has the same number of rows"
+    )
+    correlation_id: str | None = Field(
+        default=None, description="Echoed back; generated when absent (also X-Correlation-ID)"
+    )
+
+
+class PredictResponse(BaseModel):
+    """Classifiers fill confidence (top probability) and probabilities keyed
+    `class_<label>`; regressors and classifiers without predict_proba return null."""
+
+    prediction: list[Any]
+    confidence: list[float] | None
+    probabilities: dict[str, list[float]] | None
+    correlation_id: str
+    model_version: str
+    latency_ms: float
+
+
+class BatchRequest(BaseModel):
+    """`POST /predict/batch`: answered with a list of PredictResponse, in order.
+
+    Consecutive requests for the same model are evaluated together, up to
+    `batch_size` requests per model call; results are the same as one by one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[PredictRequest] = Field(min_length=1)
+    batch_size: int | None = Field(default=None, ge=1)
+
+
+class ModelStatus(BaseModel):
+    """One model's state as /health reports it."""
+
+    name: str
+    state: Literal["loading", "ready", "failed"]
+    version: str | None = Field(description="Version being served (null if none)")
+    error: str | None = Field(default=None, description="Last load/reload failure")
+
+
+class HealthResponse(BaseModel):
+    """`GET /health`: `healthy` only when every expected model serves and the last
+    (re)load of each succeeded; otherwise `degraded` with the reasons."""
+
+    status: Literal["healthy", "degraded"]
+    ready: bool
+    models_loaded: list[str]
+    models: list[ModelStatus]
+    reasons: list[str]
+
+
+class ReloadResponse(BaseModel):
+    """`POST /reload/{model_name}` (202)."""
+
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Error body of the native API (4xx/5xx)."""
+
+    detail: str
+    correlation_id: str | None = None
+
+
+# --- Open Inference Protocol v2 ---------------------------------------------------------
+
+V2Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+]
+
+
+class V2RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: V2Datatype
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferenceRequest(BaseModel):
+    """Tabular models take either ONE input of shape [rows, n_features] in the model's
+    feature order, or one input per feature (shape [rows] or [rows, 1]) named by the
+    feature's name. Outputs: `predict` (default) and `predict_proba` (classifiers)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "req-1",
+                    "inputs": [
+                        {"name": "input-0", "shape": [1, 2], "datatype": "FP64",
+                         "data": [5.1, 3.5]}
+                    ],
+                    "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+                }
+            ]
+        }
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[V2RequestInput]
+    outputs: list[V2RequestOutput] | None = None
+
+
+class V2ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: V2Datatype
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class V2InferenceResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str
+    parameters: dict[str, Any] | None = None
+    outputs: list[V2ResponseOutput]
+
+
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: V2Datatype
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Error(BaseModel):
+    """Error body of the /v2 routes (the protocol's shape)."""
+
+    error: str
