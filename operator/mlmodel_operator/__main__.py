@@ -1,0 +1,61 @@
+"""`python -m mlmodel_operator`: run the operator against the current kubeconfig
+(or the in-cluster service account), with OPERATOR_* settings or flags."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+from kubernetes import client, config
+from prometheus_client import start_http_server
+
+from . import handlers
+from .apply import Kube
+from .settings import OperatorSettings, load_settings
+
+log = logging.getLogger("mlmodel_operator")
+
+
+def _kube_client() -> Kube:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return Kube(client.ApiClient())
+
+
+def run(settings: OperatorSettings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    handlers.configure(settings, _kube_client())
+    handlers.mlmodel_resync  # noqa: B018 - imported for its registration
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    namespaces = settings.namespace_list()
+    log.info(
+        "starting: %s, runtime image %s, %s",
+        f"namespaces {namespaces}" if namespaces else "cluster-wide",
+        settings.runtime_image,
+        f"peering {settings.peering_name}" if settings.peering_name else "standalone",
+    )
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=not settings.peering_name,
+        peering_name=settings.peering_name or None,
+        liveness_endpoint=(
+            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+        ),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    run(load_settings(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Talking to the API server: idempotent apply, owned deletes, events, discovery.
+
+Every call made here is listed in operator/RBAC.md. Objects are written with server-side
+apply (one PATCH with fieldManager n1v1-mlmodel-operator and force): the same call creates
+a missing object and puts back every field the operator owns after a hand edit, and a
+no-op apply leaves resourceVersion alone, which is how "unchanged" is detected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from .builders import FIELD_MANAGER
+from .spec import GROUP, KIND, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+# kind -> (api prefix, plural). Only the kinds the operator writes.
+_PATHS: dict[tuple[str, str], tuple[str, str]] = {
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "/apis/monitoring.coreos.com/v1",
+        "prometheusrules",
+    ),
+    (f"{GROUP}/{VERSION}", KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+}
+
+
+class NotOwnedError(RuntimeError):
+    """A child's name is taken by an object this MLModel does not control."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    action: str  # created | updated | unchanged
+    obj: dict[str, Any]
+
+
+def path_for(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = _PATHS[(api_version, kind)]
+    base = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{base}/{name}" if name else base
+
+
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(
+        r.get("uid") == uid and r.get("controller")
+        for r in obj.get("metadata", {}).get("ownerReferences", []) or []
+    )
+
+
+class Kube:
+    """A thin JSON client over the kubernetes ApiClient (no generated models)."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api = api_client or client.ApiClient()
+        self._discovery: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        req = self.api.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(*req, _request_timeout=30)
+        resp.read()
+        text = resp.data.decode("utf-8") if resp.data else ""
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=text, data=None)
+        return json.loads(text) if text else {}
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    # --- children -----------------------------------------------------------------------
+
+    def apply(self, manifest: dict[str, Any], owner_uid: str) -> ApplyResult:
+        meta = manifest["metadata"]
+        path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        live = self.get(path)
+        if live is not None and not controlled_by(live, owner_uid):
+            raise NotOwnedError(
+                f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
+                "controlled by this MLModel; rename or delete it"
+            )
+        out = self.request(
+            "PATCH",
+            path,
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+        if live is None:
+            action = "created"
+        elif out.get("metadata", {}).get("resourceVersion") != live["metadata"].get(
+            "resourceVersion"
+        ):
+            action = "updated"
+        else:
+            action = "unchanged"
+        return ApplyResult(action, out)
+
+    def delete_owned(
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+    ) -> bool:
+        """Delete a child only if this MLModel controls it; True when something was deleted."""
+        path = path_for(api_version, kind, namespace, name)
+        live = self.get(path)
+        if live is None or not controlled_by(live, owner_uid):
+            return False
+        try:
+            self.request(
+                "DELETE",
+                path,
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": "Background",
+                    # Only the object we looked at, never a same-named newcomer.
+                    "preconditions": {"uid": live["metadata"]["uid"]},
+                },
+            )
+        except ApiException as e:
+            if e.status in (404, 409):
+                return False
+            raise
+        return True
+
+    # --- the MLModel ----------------------------------------------------------------------
+
+    def get_mlmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(path_for(f"{GROUP}/{VERSION}", KIND, namespace, name))
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.request(
+            "PATCH",
+            path_for(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    # --- discovery --------------------------------------------------------------------------
+
+    def has_resource(self, group_version: str, plural: str, ttl: float = 30.0) -> bool:
+        """Whether the API serves group_version/plural (discovery; cached for ttl seconds)."""
+        key = f"{group_version}/{plural}"
+        with self._lock:
+            hit = self._discovery.get(key)
+            if hit and time.monotonic() - hit[0] < ttl:
+                return hit[1]
+        try:
+            doc = self.request("GET", f"/apis/{group_version}")
+            found = any(r.get("name") == plural for r in doc.get("resources", []))
+        except ApiException as e:
+            if e.status not in (404, 503):
+                raise
+            found = False
+        with self._lock:
+            self._discovery[key] = (time.monotonic(), found)
+        return found
+
+    # --- events -----------------------------------------------------------------------------
+
+    def event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event on the MLModel; never let a failed Event fail a reconcile."""
+        meta = owner["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
+        except ApiException as e:
+            log.warning(
+                "could not record event %s on %s/%s: %s",
+                reason,
+                meta["namespace"],
+                meta["name"],
+                e.status,
+            )

@@ -1,0 +1,245 @@
+"""One level-triggered reconcile of one MLModel: read it, apply its children, write status.
+
+Always starts from the live MLModel (never from a possibly stale event body), so it can be
+called from any trigger (create/update, a child's watch event, the resync timer, a restart)
+with the same result. No kopf here: handlers.py calls this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from . import builders, metrics
+from .apply import Kube, NotOwnedError
+from .spec import SpecError, check_name, parse_spec
+from .status import READY, Observed, compute_status, status_differs
+
+log = logging.getLogger(__name__)
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(namespace: str, name: str) -> threading.Lock:
+    # Triggers for one MLModel (its own handler, a Deployment event, the timer) may run in
+    # parallel threads; one reconcile at a time per MLModel keeps status writes ordered.
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+class ReconcileError(RuntimeError):
+    """A reconcile failed; the message says which call and why (already in an Event)."""
+
+
+def _describe_api_error(e: ApiException) -> str:
+    reason = e.reason or ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # body is not always JSON
+        reason = json.loads(e.body).get("message", reason)
+    return f"HTTP {e.status}: {reason}"
+
+
+def reconcile(
+    kube: Kube, namespace: str, name: str, *, runtime_image: str, trigger: str
+) -> dict[str, Any] | None:
+    """Reconcile one MLModel; returns the status written (None when the MLModel is gone)."""
+    start = time.monotonic()
+    result = "ok"
+    try:
+        with _lock_for(namespace, name):
+            return _reconcile(kube, namespace, name, runtime_image=runtime_image)
+    except SpecError:
+        result = "invalid"
+        raise
+    except Exception:
+        result = "error"
+        raise
+    finally:
+        metrics.RECONCILES.labels(trigger, result).inc()
+        metrics.DURATION.labels(trigger).observe(time.monotonic() - start)
+
+
+def _reconcile(
+    kube: Kube, namespace: str, name: str, *, runtime_image: str
+) -> dict[str, Any] | None:
+    body = kube.get_mlmodel(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        _forget(namespace, name)
+        return None  # garbage collection removes the children through their ownerReferences
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 1)
+    previous = body.get("status") or {}
+    owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"], generation=generation)
+
+    try:
+        check_name(name)
+        spec = parse_spec(body.get("spec"))
+    except SpecError as exc:
+        # Nothing is applied from a spec the operator cannot read; existing children stay.
+        metrics.ERRORS.labels("InvalidSpec").inc()
+        if previous.get("observedGeneration") != generation:
+            kube.event(body, "Warning", "InvalidSpec", str(exc))
+        dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        _write_status(
+            kube,
+            body,
+            Observed(
+                name,
+                namespace,
+                generation,
+                None,
+                dep,
+                previous,
+                error=str(exc),
+                error_reason="InvalidSpec",
+            ),
+        )
+        raise
+
+    try:
+        dep, alert_rules = _apply_children(kube, body, owner, spec, runtime_image)
+    except (ApiException, NotOwnedError) as exc:
+        msg = _describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
+        reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
+        metrics.ERRORS.labels(reason).inc()
+        kube.event(body, "Warning", reason, msg)
+        dep = None
+        try:
+            dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+            _write_status(
+                kube,
+                body,
+                Observed(
+                    name,
+                    namespace,
+                    generation,
+                    spec.model.version,
+                    dep,
+                    previous,
+                    error=msg,
+                    error_reason=reason,
+                ),
+            )
+        except ApiException:
+            log.exception("could not write status of %s/%s", namespace, name)
+        raise ReconcileError(f"{namespace}/{name}: {msg}") from exc
+
+    return _write_status(
+        kube,
+        body,
+        Observed(
+            name, namespace, generation, spec.model.version, dep, previous, alert_rules=alert_rules
+        ),
+    )
+
+
+def _forget(namespace: str, name: str) -> None:
+    """Drop per-model state of a deleted MLModel (its gauge series)."""
+    with contextlib.suppress(KeyError):
+        metrics.MODEL_READY.remove(namespace, name)
+
+
+def _record(
+    kube: Kube, body: dict[str, Any], kind: str, obj_name: str, action: str, why: str = ""
+) -> None:
+    if action == "unchanged":
+        return
+    metrics.CHILD_WRITES.labels(kind, action).inc()
+    verb = {"created": "Created", "updated": "Updated", "deleted": "Deleted"}[action]
+    kube.event(body, "Normal", verb, f"{verb} {kind} {obj_name}{why}")
+    log.info("%s %s %s/%s", verb.lower(), kind, body["metadata"]["namespace"], obj_name)
+
+
+def _apply_children(
+    kube: Kube, body: dict[str, Any], owner: builders.Owner, spec: Any, runtime_image: str
+) -> tuple[dict[str, Any], str | None]:
+    ns, name, uid = owner.namespace, owner.name, owner.uid
+    drift = " (spec changed or the live object drifted from it)"
+
+    dep = kube.apply(builders.build_deployment(owner, spec, runtime_image), uid)
+    _record(kube, body, "Deployment", name, dep.action, drift if dep.action == "updated" else "")
+    svc = kube.apply(builders.build_service(owner), uid)
+    _record(kube, body, "Service", name, svc.action, drift if svc.action == "updated" else "")
+
+    hpa = builders.build_hpa(owner, spec)
+    if hpa is not None:
+        res = kube.apply(hpa, uid)
+        _record(kube, body, "HorizontalPodAutoscaler", name, res.action)
+    elif kube.delete_owned("autoscaling/v2", "HorizontalPodAutoscaler", ns, name, uid):
+        _record(kube, body, "HorizontalPodAutoscaler", name, "deleted", " (autoscaling disabled)")
+
+    cm_name = builders.alert_configmap_name(name)
+    have_crd = kube.has_resource("monitoring.coreos.com/v1", "prometheusrules")
+    alert_rules: str | None
+    if not spec.alerting.enabled:
+        alert_rules = ""
+        if have_crd and kube.delete_owned(
+            "monitoring.coreos.com/v1", "PrometheusRule", ns, name, uid
+        ):
+            _record(kube, body, "PrometheusRule", name, "deleted", " (alerting disabled)")
+        if kube.delete_owned("v1", "ConfigMap", ns, cm_name, uid):
+            _record(kube, body, "ConfigMap", cm_name, "deleted", " (alerting disabled)")
+    elif have_crd:
+        res = kube.apply(builders.build_prometheus_rule(owner, spec), uid)
+        _record(kube, body, "PrometheusRule", name, res.action)
+        alert_rules = f"PrometheusRule/{name}"
+        if kube.delete_owned("v1", "ConfigMap", ns, cm_name, uid):
+            _record(
+                kube, body, "ConfigMap", cm_name, "deleted", " (PrometheusRule CRD now installed)"
+            )
+    else:
+        res = kube.apply(builders.build_alert_configmap(owner, spec), uid)
+        if res.action == "created":
+            kube.event(
+                body,
+                "Normal",
+                "PrometheusRuleCRDMissing",
+                "monitoring.coreos.com/v1 PrometheusRule is not installed in this cluster; "
+                f"the alert rules are in ConfigMap {cm_name} (key rules.yaml) for a "
+                "Prometheus rule_files mount. They move to a PrometheusRule once the CRD exists.",
+            )
+        _record(kube, body, "ConfigMap", cm_name, res.action)
+        alert_rules = f"ConfigMap/{cm_name}"
+    return dep.obj, alert_rules
+
+
+def _write_status(kube: Kube, body: dict[str, Any], obs: Observed) -> dict[str, Any]:
+    status = compute_status(obs)
+    previous = body.get("status") or {}
+    # Skip no-op writes: lastTransitionTime only moves on a transition, so an unchanged
+    # state compares equal and the MLModel's resourceVersion stays put.
+    if status_differs(previous, status):
+        kube.patch_status(obs.namespace, obs.name, status)
+        _note_transition(kube, body, previous, status)
+    ready = next(c for c in status["conditions"] if c["type"] == READY)
+    metrics.MODEL_READY.labels(obs.namespace, obs.name).set(1 if ready["status"] == "True" else 0)
+    return status
+
+
+def _note_transition(
+    kube: Kube, body: dict[str, Any], previous: dict[str, Any], status: dict[str, Any]
+) -> None:
+    """An Event whenever Ready flips or its reason changes (what a user wants to see)."""
+
+    def ready_of(st: dict[str, Any]) -> tuple[str, str] | None:
+        for c in st.get("conditions") or []:
+            if c.get("type") == READY:
+                return c.get("status"), c.get("reason")
+        return None
+
+    before, after = ready_of(previous), ready_of(status)
+    if before == after or after is None:
+        return
+    cond = next(c for c in status["conditions"] if c["type"] == READY)
+    type_ = (
+        "Normal"
+        if after[0] == "True" or after[1] in ("RolloutInProgress", "RolloutPending")
+        else "Warning"
+    )
+    kube.event(body, type_, after[1], cond["message"])

@@ -1,0 +1,46 @@
+"""Operator settings: OPERATOR_* environment variables, each also a CLI flag."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPERATOR_", extra="ignore")
+
+    namespaces: str = Field(
+        default="", description="comma-separated namespaces; empty = cluster-wide"
+    )
+    runtime_image: str = Field(default="n1v1-ml-serving:0.1.0", description="runtime image default")
+    peering_name: str = Field(default="", description="kopf peering object; empty = standalone")
+    health_port: int = Field(default=8080, ge=0, le=65535, description="GET /healthz (0 = off)")
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="GET /metrics (0 = off)")
+    log_level: str = Field(default="info", pattern="(?i)^(debug|info|warning|error)$")
+    resync_seconds: float = Field(
+        default=60.0, gt=0, description="level-triggered full reconcile period"
+    )
+
+    def namespace_list(self) -> list[str]:
+        return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+
+def load_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
+    """Env first, flags override (a flag left out keeps the env value or the default)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mlmodel_operator", description="Reconcile MLModel resources (kopf)."
+    )
+    for name, field in OperatorSettings.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=None,
+            help=f"{field.description or ''} (env OPERATOR_{name.upper()}, "
+            f"default {field.default!r})",
+        )
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return OperatorSettings(**overrides)

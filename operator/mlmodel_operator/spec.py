@@ -1,0 +1,280 @@
+"""The MLModel spec as a typed model.
+
+The CRD schema (crds/serving.n1v1.io_mlmodels.yaml) is the first line of validation and
+fills defaults server-side; this model repeats the defaults and the checks so that the
+builders get the same typed object whether the body came from the API server or from a
+unit test, and so that a manifest that slipped past an older CRD still fails with the
+field named.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+GROUP = "serving.n1v1.io"
+VERSION = "v1alpha1"
+PLURAL = "mlmodels"
+KIND = "MLModel"
+
+URI_SCHEMES = ("pvc", "http", "https", "s3", "configmap")
+RESERVED_ENV = frozenset({"MODELS_DIR", "PRELOAD_MODELS", "HOST", "PORT", "ALLOW_UNSAFE_LOADING"})
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Pod names are generated from "<deployment>-<rs hash>-" truncated to 58 characters; keeping
+# the model name at most 46 keeps pod names untruncated, which the alert rules rely on.
+MAX_NAME = 46
+_PVC_RE = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)/(?P<path>[^/].*)$")
+_CM_RE = re.compile(
+    r"^configmap://(?P<name>[a-z0-9]([-a-z0-9.]*[a-z0-9])?)(/(?P<key>[-._a-zA-Z0-9]+))?$"
+)
+_S3_RE = re.compile(r"^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/.+$")
+_QUANTITY_RE = re.compile(
+    r"^(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+)
+_DURATION_RE = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; the message names the field."""
+
+
+class _Strict(BaseModel):
+    # Unknown fields are an error: a typo in a manifest must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def parse_quantity(quantity: str | int | float) -> Decimal:
+    """Kubernetes quantity -> number ("500m" -> 0.5, "1Gi" -> 1073741824)."""
+    m = _QUANTITY_RE.match(str(quantity).strip())
+    if not m:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    num = Decimal(m["num"])
+    suffix = m["suffix"] or ""
+    scale = {
+        "": 1,
+        "m": Decimal("0.001"),
+        "u": Decimal("0.000001"),
+        "n": Decimal("1e-9"),
+        "k": 1000,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "P": 10**15,
+        "E": 10**18,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "Pi": 2**50,
+        "Ei": 2**60,
+    }
+    if suffix and suffix[0] in "eE":
+        return num * (Decimal(10) ** int(suffix[1:]))
+    return num * Decimal(scale[suffix])
+
+
+class ModelSource(_Strict):
+    framework: Literal["sklearn", "xgboost"]
+    version: str = Field(
+        min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
+    )
+    uri: str = Field(min_length=1, max_length=2048)
+    sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
+    credentialsSecret: str | None = Field(default=None, max_length=253)
+    allowUnsafeLoading: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in URI_SCHEMES or not v.split("://", 1)[1]:
+            raise ValueError(
+                "must start with one of pvc://, http://, https://, s3://, configmap://"
+            )
+        if scheme == "pvc" and not _PVC_RE.match(v):
+            raise ValueError("a pvc:// URI must be pvc://<claim-name>/<path inside the volume>")
+        if scheme == "configmap" and not _CM_RE.match(v):
+            raise ValueError(
+                "a configmap:// URI must be configmap://<name> or configmap://<name>/<key>"
+            )
+        if scheme == "s3" and not _S3_RE.match(v):
+            raise ValueError("an s3:// URI must be s3://<bucket>/<key>")
+        return v
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+    def pvc(self) -> tuple[str, str] | None:
+        """(claim, path) for pvc:// URIs."""
+        m = _PVC_RE.match(self.uri)
+        return (m["claim"], m["path"]) if m else None
+
+    def configmap(self) -> tuple[str, str | None] | None:
+        """(configmap name, key or None) for configmap:// URIs."""
+        m = _CM_RE.match(self.uri)
+        return (m["name"], m["key"]) if m else None
+
+
+class Autoscaling(_Strict):
+    enabled: bool = False
+    minReplicas: int = Field(default=1, ge=1, le=100)
+    maxReplicas: int = Field(default=5, ge=1, le=100)
+    targetCPUUtilizationPercentage: int = Field(default=70, ge=1, le=100)
+    targetMemoryUtilizationPercentage: int = Field(default=80, ge=1, le=100)
+    targetLatencyMilliseconds: int | None = Field(default=None, ge=1, le=60000)
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        return self
+
+
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+DEFAULT_LIMITS = {"memory": "1Gi"}
+
+
+class Resources(_Strict):
+    """Container resources. Both unset: requests cpu 500m / memory 512Mi, limit memory 1Gi.
+
+    A missing cpu or memory request is filled from the matching limit (as Kubernetes does),
+    else from the default, because the HPA's utilization targets need both requests.
+    """
+
+    requests: dict[str, str] | None = None
+    limits: dict[str, str] | None = None
+
+    @field_validator("requests", "limits", mode="before")
+    @classmethod
+    def _quantities(cls, v: Any) -> dict[str, str] | None:
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise ValueError("must be a map of resource name to quantity")
+        out: dict[str, str] = {}
+        for k, q in v.items():
+            if k not in ("cpu", "memory", "ephemeral-storage"):
+                raise ValueError(f"may only name cpu, memory, ephemeral-storage (got {k!r})")
+            if not _QUANTITY_RE.match(str(q)):
+                raise ValueError(f"{k}: not a Kubernetes quantity: {q!r}")
+            out[k] = str(q)
+        return out
+
+    @model_validator(mode="after")
+    def _request_le_limit(self) -> Resources:
+        req, lim = self.effective()
+        for k in ("cpu", "memory"):
+            if k in req and k in lim and parse_quantity(req[k]) > parse_quantity(lim[k]):
+                raise ValueError(f"requests.{k} ({req[k]}) must not exceed limits.{k} ({lim[k]})")
+        return self
+
+    def effective(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(requests, limits) as they go into the container."""
+        if self.requests is None and self.limits is None:
+            return dict(DEFAULT_REQUESTS), dict(DEFAULT_LIMITS)
+        limits = dict(self.limits or {})
+        requests = dict(self.requests or {})
+        for k, default in DEFAULT_REQUESTS.items():
+            requests.setdefault(k, limits.get(k, default))
+        return requests, limits
+
+    def cpu_cores(self) -> Decimal:
+        """CPUs the pod can use: the limit when set (a hard cap), else the request."""
+        requests, limits = self.effective()
+        return parse_quantity(limits.get("cpu", requests["cpu"]))
+
+
+class EnvVar(_Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str | None = None
+    valueFrom: dict[str, Any] | None = None
+
+
+class Toleration(_Strict):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None
+
+
+class Serving(_Strict):
+    image: str | None = Field(default=None, max_length=512)
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    replicas: int = Field(default=1, ge=0, le=100)
+    workers: int | None = Field(default=None, ge=1, le=64)
+    progressDeadlineSeconds: int = Field(default=600, ge=10, le=3600)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    resources: Resources = Field(default_factory=Resources)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    nodeSelector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: list[EnvVar]) -> list[EnvVar]:
+        seen: set[str] = set()
+        for e in v:
+            if e.name in RESERVED_ENV:
+                raise ValueError(f"may not set {e.name}: the operator owns it")
+            if e.name in seen:
+                raise ValueError(f"duplicate name {e.name}")
+            seen.add(e.name)
+        return v
+
+
+class Alerting(_Strict):
+    enabled: bool = True
+    latencyP95ThresholdMilliseconds: int = Field(default=100, ge=1, le=600000)
+    errorRateThresholdPercent: float = Field(default=1.0, gt=0, le=100)
+    for_: str = Field(default="5m", alias="for")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("for_")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not _DURATION_RE.match(v):
+            raise ValueError("must be a Prometheus duration such as 30s, 5m, 1h")
+        return v
+
+
+class MLModelSpec(_Strict):
+    model: ModelSource
+    serving: Serving = Field(default_factory=Serving)
+    alerting: Alerting = Field(default_factory=Alerting)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = ["spec"]
+    for p in loc:
+        if isinstance(p, int):
+            parts[-1] += f"[{p}]"
+        else:
+            parts.append("for" if p == "for_" else str(p))
+    return ".".join(parts)
+
+
+def parse_spec(spec: dict[str, Any] | None) -> MLModelSpec:
+    """Parse an MLModel .spec; raise SpecError naming the offending field."""
+    try:
+        return MLModelSpec.model_validate(dict(spec or {}))
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = tuple(
+                p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+            )
+            msg = err["msg"].removeprefix("Value error, ")
+            msgs.append(f"{_field_path(loc)}: {msg}")
+        raise SpecError("; ".join(msgs)) from None
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name) or len(name) > MAX_NAME:
+        raise SpecError(
+            f"metadata.name: {name!r} must be a DNS-1035 label of at most {MAX_NAME} characters"
+        )
