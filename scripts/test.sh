@@ -12,8 +12,18 @@ echo "[test] unit tests (no cluster)"
 .venv/bin/pytest -q tests
 # --- e2e: local control plane (see e2e/cluster/README.md) ---
 if [ -x e2e/cluster/up ]; then
-  trap 'e2e/cluster/down || true' EXIT
+  if e2e/cluster/status 2>/dev/null; then
+    # Someone's dev cluster in this checkout: use it and leave it running.
+    echo "[test] reusing the running local cluster (not stopped afterwards)"
+  else
+    # Started here, so stopped here whatever happens; on failure keep the component logs.
+    trap 'rc=$?; if [ $rc -ne 0 ]; then export N1V1_KEEP_LOGS=1; fi
+          e2e/cluster/down || true
+          [ $rc -ne 0 ] && echo "[test] failed; control-plane logs kept in e2e/.state/logs/"
+          exit $rc' EXIT
+  fi
   e2e/cluster/up
   echo "[test] e2e tests"
-  .venv/bin/pytest -q e2e
+  # Always the local cluster: never a KUBECONFIG the caller happens to have exported.
+  KUBECONFIG="$PWD/e2e/.state/kubeconfig" .venv/bin/pytest -q e2e
 fi

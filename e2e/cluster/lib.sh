@@ -67,3 +67,10 @@ wait_until() { # seconds what cmd...
     sleep 1
   done
 }
+
+# Every component we started is alive and the apiserver answers /readyz.
+cluster_healthy() {
+  local c
+  for c in "${COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
+  [ "$(api_get /readyz 2>/dev/null)" = ok ]
+}
