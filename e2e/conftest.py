@@ -38,7 +38,8 @@ def kubeconfig() -> Path:
     try:
         return resolve_kubeconfig()
     except ClusterUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    pytest.fail(problem, pytrace=False)  # outside `except`: no chained traceback noise
 
 
 @pytest.fixture(scope="session")
