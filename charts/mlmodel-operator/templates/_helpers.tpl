@@ -74,3 +74,10 @@ Watched namespaces, de-duplicated, in the order given.
 {{- define "mlmodel-operator.watchNamespaces" -}}
 {{- .Values.operator.watchNamespaces | uniq | join "," }}
 {{- end }}
+
+{{/*
+Service names are DNS-1123 labels (63 characters): shorten the full name, keep the suffix.
+*/}}
+{{- define "mlmodel-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "mlmodel-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}

@@ -1,0 +1,350 @@
+"""`helm template` output for the value combinations that change what gets installed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.chart.chart_helpers import (
+    NAMESPACE,
+    RELEASE,
+    container,
+    env_of,
+    find,
+    one,
+    render,
+    rule_set,
+    template,
+)
+
+FULLNAME = f"{RELEASE}-mlmodel-operator"
+ALLOWED_VOLUME_TYPES = {  # restricted Pod Security profile
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+    "persistentVolumeClaim", "projected", "secret",
+}
+
+
+def restricted_violations(pod_spec: dict) -> list[str]:
+    """What the restricted Pod Security Standard would reject in this pod spec."""
+    bad = []
+    psc = pod_spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(key):
+            bad.append(key)
+    for vol in pod_spec.get("volumes", []):
+        kinds = set(vol) - {"name"}
+        if not kinds <= ALLOWED_VOLUME_TYPES:
+            bad.append(f"volume {vol['name']} type {kinds}")
+    for c in pod_spec.get("containers", []) + pod_spec.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            bad.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            bad.append(f"{c['name']}: allowPrivilegeEscalation not false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            bad.append(f"{c['name']}: capabilities not dropping ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            bad.append(f"{c['name']}: adds capabilities")
+        if not sc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            bad.append(f"{c['name']}: runAsNonRoot not set")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            bad.append(f"{c['name']}: runs as UID 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            bad.append(f"{c['name']}: seccompProfile {seccomp}")
+    return bad
+
+
+@pytest.fixture(scope="module")
+def default_docs():
+    return render()
+
+
+def test_default_objects(default_docs):
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default_docs)
+    assert kinds == sorted([
+        ("ServiceAccount", FULLNAME),
+        ("ClusterRole", FULLNAME),
+        ("ClusterRoleBinding", FULLNAME),
+        ("Deployment", FULLNAME),
+        ("Service", f"{FULLNAME}-metrics"),
+    ])
+    for d in default_docs:
+        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert d["metadata"]["namespace"] == NAMESPACE, d["kind"]
+
+
+def test_default_deployment_settings(default_docs):
+    dep = one(default_docs, "Deployment")
+    c = container(default_docs)
+    assert c["image"] == "n1v1-mlmodel-operator:0.1.0"
+    assert dep["spec"]["replicas"] == 1
+    # Standalone kopf cannot see a second copy of itself: never overlap two pods.
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert env_of(default_docs) == {
+        "OPERATOR_NAMESPACES": "",
+        "OPERATOR_RUNTIME_IMAGE": "n1v1-ml-serving:0.1.0",
+        "OPERATOR_PEERING_NAME": "",
+        "OPERATOR_HEALTH_PORT": "8080",
+        "OPERATOR_METRICS_PORT": "9090",
+        "OPERATOR_LOG_LEVEL": "info",
+    }
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}, probe
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(default_docs, "ServiceAccount")["metadata"]["name"]
+
+
+def test_default_pod_meets_restricted_profile(default_docs):
+    dep = one(default_docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    c = container(default_docs)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the image's user (contracts)
+    tmp = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert tmp == {"tmp": "/tmp"}
+    (vol,) = pod["volumes"]
+    assert vol["name"] == "tmp" and "emptyDir" in vol
+
+
+def test_restricted_checker_catches_a_violation():
+    # The checker above must be able to say no, or the test before it proves nothing.
+    docs = render({"securityContext": {"allowPrivilegeEscalation": True,
+                                       "capabilities": {"drop": ["ALL"]}}})
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == ["operator: allowPrivilegeEscalation not false"]
+
+
+def test_selectors_are_stable_and_match(default_docs):
+    dep = one(default_docs, "Deployment")
+    selector = dep["spec"]["selector"]["matchLabels"]
+    # A Deployment selector is immutable: nothing that changes between chart versions.
+    assert selector == {
+        "app.kubernetes.io/name": "mlmodel-operator",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    svc = one(default_docs, "Service")
+    assert svc["spec"]["selector"] == selector
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    for d in default_docs:
+        assert d["metadata"]["labels"]["helm.sh/chart"] == "mlmodel-operator-0.1.0"
+
+
+def test_release_named_like_the_chart_is_not_doubled():
+    docs = render(release="mlmodel-operator")
+    assert one(docs, "Deployment")["metadata"]["name"] == "mlmodel-operator"
+
+
+def test_long_release_names_stay_valid():
+    docs = render(release="a" * 53)
+    for d in docs:
+        assert len(d["metadata"]["name"]) <= 63, d["metadata"]["name"]
+
+
+def test_overrides_reach_the_container():
+    docs = render({
+        "image": {"repository": "registry.local/op", "tag": "9.9.9", "pullPolicy": "Always"},
+        "operator": {"runtimeImage": "registry.local/rt:1", "logLevel": "debug",
+                     "healthPort": 18080, "metricsPort": 19090,
+                     "extraEnv": [{"name": "EXTRA", "value": "1"}]},
+        "podLabels": {"team": "ml"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}],
+    })
+    c = container(docs)
+    assert c["image"] == "registry.local/op:9.9.9" and c["imagePullPolicy"] == "Always"
+    env = env_of(docs)
+    assert env["OPERATOR_RUNTIME_IMAGE"] == "registry.local/rt:1"
+    assert env["OPERATOR_LOG_LEVEL"] == "debug"
+    assert env["OPERATOR_HEALTH_PORT"] == "18080"
+    assert env["OPERATOR_METRICS_PORT"] == "19090"
+    assert env["EXTRA"] == "1"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "health": 18080, "metrics": 19090}
+    pod = one(docs, "Deployment")["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "ml"
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert pod["spec"]["tolerations"][0]["key"] == "k"
+    assert one(docs, "Service")["spec"]["ports"][0]["port"] == 19090
+
+
+def test_watch_namespaces_gives_roles_per_namespace():
+    docs = render({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
+    assert env_of(docs)["OPERATOR_NAMESPACES"] == "team-a,team-b"
+    sa = one(docs, "ServiceAccount")["metadata"]["name"]
+    for ns in ("team-a", "team-b"):
+        role = one(docs, "Role", FULLNAME, ns)
+        triples = rule_set(role["rules"])
+        assert ("serving.n1v1.io", "mlmodels", "watch") in triples
+        assert ("apps", "deployments", "create") in triples
+        binding = one(docs, "RoleBinding", FULLNAME, ns)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                      "kind": "Role", "name": FULLNAME}
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    # Nothing namespaced is granted cluster-wide when namespaces are listed.
+    cluster = rule_set(one(docs, "ClusterRole")["rules"])
+    assert {r for _, r, _ in cluster} <= {"customresourcedefinitions", "namespaces"}
+    assert len(find(docs, "Role")) == 2
+
+
+def test_cluster_wide_grants_namespaced_rules_in_the_cluster_role(default_docs):
+    triples = rule_set(one(default_docs, "ClusterRole")["rules"])
+    assert ("serving.n1v1.io", "mlmodels", "watch") in triples
+    assert ("serving.n1v1.io", "mlmodels/status", "patch") in triples
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in triples
+    assert find(default_docs, "Role") == []
+    crb = one(default_docs, "ClusterRoleBinding")
+    assert crb["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"operator": {"watchNamespaces": ["a", "b"]}},
+    {"peering": {"enabled": True}},
+    {"peering": {"enabled": True}, "operator": {"watchNamespaces": ["a"]}},
+])
+def test_rbac_is_least_privilege(values):
+    docs = render(values)
+    roles = find(docs, "ClusterRole") + find(docs, "Role")
+    assert roles
+    for role in roles:
+        for g, r, v in rule_set(role["rules"]):
+            assert "*" not in (g, r, v), (role["kind"], g, r, v)
+            assert r != "secrets", role["kind"]
+            # Children are garbage-collected through ownerReferences, never deleted by us
+            # unless operator/RBAC.md says so (checked in test_chart_rbac_doc).
+            assert v not in ("escalate", "bind", "impersonate"), (r, v)
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule
+
+
+def test_peering_cluster_wide():
+    docs = render({"peering": {"enabled": True}})
+    peering = one(docs, "ClusterKopfPeering")
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert peering["metadata"]["name"] == FULLNAME
+    assert env_of(docs)["OPERATOR_PEERING_NAME"] == FULLNAME
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    triples = rule_set(one(docs, "ClusterRole")["rules"])
+    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")} \
+        <= triples
+    assert not any(r == "kopfpeerings" for _, r, _ in triples)
+    assert find(docs, "KopfPeering") == []
+
+
+def test_peering_namespaced():
+    docs = render({"peering": {"enabled": True, "name": "shared"},
+                   "operator": {"watchNamespaces": ["a", "b"]}})
+    assert env_of(docs)["OPERATOR_PEERING_NAME"] == "shared"
+    for ns in ("a", "b"):
+        assert one(docs, "KopfPeering", "shared", ns)["apiVersion"] == "kopf.dev/v1"
+        assert ("kopf.dev", "kopfpeerings", "patch") in rule_set(
+            one(docs, "Role", FULLNAME, ns)["rules"])
+    assert find(docs, "ClusterKopfPeering") == []
+    assert not any(r == "clusterkopfpeerings"
+                   for _, r, _ in rule_set(one(docs, "ClusterRole")["rules"]))
+
+
+def test_peering_off_grants_no_peering_access(default_docs):
+    assert not any(g == "kopf.dev" for g, _, _ in
+                   rule_set(one(default_docs, "ClusterRole")["rules"]))
+
+
+def test_existing_service_account():
+    docs = render({"serviceAccount": {"create": False, "name": "ops"}})
+    assert find(docs, "ServiceAccount") == []
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+    assert one(docs, "ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+
+
+def test_existing_service_account_needs_a_name():
+    result = template({"serviceAccount": {"create": False}}, check=False)
+    assert result.returncode != 0
+    assert "serviceAccount.name is required" in result.stderr
+
+
+def test_rbac_off():
+    docs = render({"rbac": {"create": False}})
+    for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
+        assert find(docs, kind) == [], kind
+
+
+def test_replicas_zero_is_allowed():
+    assert one(render({"replicaCount": 0}), "Deployment")["spec"]["replicas"] == 0
+
+
+def test_service_monitor_off_by_default(default_docs):
+    assert find(default_docs, "ServiceMonitor") == []
+    assert find(default_docs, "ConfigMap") == []
+
+
+def test_service_monitor():
+    docs = render({"serviceMonitor": {
+        "enabled": True, "namespace": "monitoring", "interval": "15s",
+        "scrapeTimeout": "10s", "additionalLabels": {"release": "kps"}}})
+    sm = one(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["namespace"] == "monitoring"
+    assert sm["metadata"]["labels"]["release"] == "kps"
+    svc = one(docs, "Service")
+    # It must select the metrics Service, in the release namespace, by a port that exists.
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert (ep["path"], ep["interval"], ep["scrapeTimeout"]) == ("/metrics", "15s", "10s")
+
+
+def test_prometheus_adapter_rule():
+    docs = render({"prometheusAdapter": {"enabled": True, "namespace": "monitoring"}})
+    cm = one(docs, "ConfigMap", f"{FULLNAME}-adapter-rules", "monitoring")
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    (rule,) = config["rules"]
+    assert rule["seriesQuery"] == 'inference_latency_seconds_bucket{namespace!="",pod!=""}'
+    assert rule["name"] == {"matches": "^inference_latency_seconds_bucket$",
+                            "as": "inference_latency_p95_seconds"}
+    assert rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    q = rule["metricsQuery"]
+    assert "histogram_quantile(0.95," in q
+    assert "<<.Series>>{<<.LabelMatchers>>}[2m]" in q and "by (le, <<.GroupBy>>)" in q
+    assert "inference_latency_seconds_count{<<.LabelMatchers>>}[2m]" in q
+
+
+def test_prometheus_adapter_rule_settings():
+    docs = render({"prometheusAdapter": {
+        "enabled": True, "configMapName": "adapter-config", "quantile": 0.99,
+        "window": "5m", "metricName": "inference_latency_p99_seconds"}})
+    cm = one(docs, "ConfigMap", "adapter-config", NAMESPACE)
+    (rule,) = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == "inference_latency_p99_seconds"
+    assert "histogram_quantile(0.99," in rule["metricsQuery"]
+    assert rule["metricsQuery"].count("[5m]") == 2
+
+
+def test_adapter_metric_is_the_one_the_operator_hpa_asks_for():
+    from mlmodel_operator.builders import LATENCY_METRIC
+
+    docs = render({"prometheusAdapter": {"enabled": True}})
+    (rule,) = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["rules"]
+    assert rule["name"]["as"] == LATENCY_METRIC
+
+
+def test_crds_ship_with_the_chart():
+    out = template(extra=["--include-crds"]).stdout
+    crds = {d["metadata"]["name"] for d in yaml.safe_load_all(out)
+            if d and d["kind"] == "CustomResourceDefinition"}
+    assert crds == {"mlmodels.serving.n1v1.io", "clusterkopfpeerings.kopf.dev",
+                    "kopfpeerings.kopf.dev"}

@@ -1,0 +1,78 @@
+"""values.schema.json: typos and wrong types fail `helm template/install`, good values pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.chart_helpers import lint, template
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"operator": {"watchNamespace": ["a"]}}, "watchNamespace"),  # typo of watchNamespaces
+        ({"imagee": {"tag": "1"}}, "imagee"),
+        ({"serviceMonitor": {"enable": True}}, "enable"),
+        ({"prometheusAdapter": {"enabled": True, "metric": "x"}}, "metric"),
+        ({"peering": {"enabled": "yes"}}, "enabled"),
+        ({"replicaCount": "1"}, "replicaCount"),
+        ({"replicaCount": 2}, "replicaCount"),
+        ({"operator": {"logLevel": "verbose"}}, "logLevel"),
+        ({"operator": {"metricsPort": 70000}}, "metricsPort"),
+        ({"operator": {"watchNamespaces": ["Team_A"]}}, "watchNamespaces"),
+        ({"operator": {"watchNamespaces": ["a", "a"]}}, "watchNamespaces"),
+        ({"operator": {"watchNamespaces": "a,b"}}, "watchNamespaces"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
+        ({"resources": {"limit": {"memory": "1Gi"}}}, "limit"),
+        ({"prometheusAdapter": {"quantile": 95}}, "quantile"),
+        ({"prometheusAdapter": {"window": "two minutes"}}, "window"),
+        ({"serviceMonitor": {"interval": 30}}, "interval"),
+        ({"nodeSelector": {"disk": True}}, "disk"),
+    ],
+)
+def test_bad_values_are_rejected(values, complaint):
+    result = template(values, check=False)
+    assert result.returncode != 0, f"{values} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 0},
+        {"operator": {"watchNamespaces": ["team-a", "b"]}},
+        {"peering": {"enabled": True, "name": "p"}},
+        {"resources": {"requests": {"cpu": "100m", "memory": 256}}},
+        {"serviceMonitor": {"enabled": True, "scrapeTimeout": "", "interval": "1m30s"}},
+        {"prometheusAdapter": {"enabled": True, "quantile": 0.5, "window": "90s"}},
+        {"global": {"imageRegistry": "r"}},  # what a parent chart passes down
+    ],
+)
+def test_good_values_are_accepted(values):
+    assert template(values, check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"operator": {"watchNamespaces": ["a", "b"]}, "peering": {"enabled": True}},
+        {"peering": {"enabled": True}},
+        {"serviceMonitor": {"enabled": True}, "prometheusAdapter": {"enabled": True}},
+        {"serviceAccount": {"create": False, "name": "ops"}, "rbac": {"create": False}},
+    ],
+)
+def test_helm_lint_is_clean(values):
+    result = lint(values)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+    # --strict turns warnings into failures; also refuse INFO-level remarks (e.g. no icon).
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_lint_fails_on_schema_violation():
+    result = lint({"replicaCount": "one"})
+    assert result.returncode != 0
+    assert "replicaCount" in result.stdout + result.stderr
