@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 echo "[test] ruff"
 .venv/bin/ruff check .
+echo "[test] chart CRD copy matches crds/"
+.venv/bin/python scripts/gen_chart_crd.py --check
+# tests/chart renders the chart with the pinned helm before any cluster exists.
+e2e/cluster/build helm
 echo "[test] unit tests (no cluster)"
 .venv/bin/pytest -q tests
 # --- e2e: local control plane (see e2e/cluster/README.md) ---
