@@ -24,7 +24,7 @@ RUNTIME_UID = 10001
 PRESTOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 30
 LATENCY_METRIC = "inference_latency_p95_seconds"
-ERROR_STATUS_RE = "error|5.."
+ERROR_STATUS_RE = "server_error"
 LOAD_FAILURES_METRIC = "model_load_failures_total"
 
 

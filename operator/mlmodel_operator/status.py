@@ -217,7 +217,7 @@ def status_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:
     """True when writing `desired` would change something (skip no-op status writes)."""
     for k, v in desired.items():
         if v is None:
-            if k in current:
+            if current.get(k) is not None:
                 return True
         elif current.get(k) != v:
             return True
