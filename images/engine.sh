@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Makes sure a Docker engine answers: installs Debian's docker.io when dockerd is missing
+# and starts dockerd when nothing answers. Idempotent; a running engine costs one `docker info`.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+if docker_ok; then
+  log "engine: running (server $(docker version -f '{{.Server.Version}}' 2>/dev/null))"
+  exit 0
+fi
+if ! command -v dockerd >/dev/null; then
+  log "engine: dockerd not found, installing Debian's docker.io"
+  apt_install docker.io
+fi
+command -v docker >/dev/null || die "no docker client on PATH"
+# No systemd in these machines/containers: start the daemon by hand, detached from this
+# shell so that it outlives the script (and the test run that called it).
+log "engine: starting dockerd (log: $IMAGES_CACHE/dockerd.log)"
+setsid nohup dockerd >>"$IMAGES_CACHE/dockerd.log" 2>&1 </dev/null &
+for _ in $(seq 1 60); do
+  if docker_ok; then
+    log "engine: ready (server $(docker version -f '{{.Server.Version}}'))"
+    exit 0
+  fi
+  sleep 1
+done
+tail -n 20 "$IMAGES_CACHE/dockerd.log" >&2 || true
+die "dockerd did not answer within 60 s (see $IMAGES_CACHE/dockerd.log)"
