@@ -64,9 +64,16 @@ def test_every_child_has_contract_labels_and_controller_owner_reference():
             "app.kubernetes.io/managed-by": "n1v1-mlmodel-operator",
             "serving.n1v1.io/model": "fraud",
         }
-        assert meta["ownerReferences"] == [{
-            "apiVersion": "serving.n1v1.io/v1alpha1", "kind": "MLModel", "name": "fraud",
-            "uid": "1234-uid", "controller": True, "blockOwnerDeletion": True}]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "serving.n1v1.io/v1alpha1",
+                "kind": "MLModel",
+                "name": "fraud",
+                "uid": "1234-uid",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     assert [c["metadata"]["name"] for c in children] == ["fraud"] * 4 + ["fraud-alert-rules"]
 
 
@@ -94,16 +101,29 @@ def test_default_deployment():
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": builders.PRESTOP_SLEEP_SECONDS}}
     assert pod(dep)["terminationGracePeriodSeconds"] > builders.PRESTOP_SLEEP_SECONDS
-    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
-                              "limits": {"memory": "1Gi"}}
+    assert c["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"memory": "1Gi"},
+    }
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8000"
     f = fetch(dep)
     assert f["image"] == IMAGE
     assert f["command"] == ["python"]
-    assert f["args"] == ["-m", "serving_runtime.fetch", "--uri", "https://h.example/m.tar.gz",
-                         "--dest", "/app/models", "--name", "fraud", "--framework", "xgboost",
-                         "--version", "1.2.0"]
+    assert f["args"] == [
+        "-m",
+        "serving_runtime.fetch",
+        "--uri",
+        "https://h.example/m.tar.gz",
+        "--dest",
+        "/app/models",
+        "--name",
+        "fraud",
+        "--framework",
+        "xgboost",
+        "--version",
+        "1.2.0",
+    ]
     assert "envFrom" not in f
     assert {v["name"] for v in pod(dep)["volumes"]} == {"models", "tmp"}
 
@@ -124,16 +144,18 @@ def test_pod_meets_restricted_pod_security_and_read_only_root():
         assert sc["runAsNonRoot"] is True
         mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
         assert "/tmp" in mounts and "/app/models" in mounts
-    assert {m["mountPath"]: m.get("readOnly", False) for m in runtime(deployment())["volumeMounts"]} \
-        == {"/app/models": True, "/tmp": False}
+    assert {
+        m["mountPath"]: m.get("readOnly", False) for m in runtime(deployment())["volumeMounts"]
+    } == {"/app/models": True, "/tmp": False}
     allowed = {"emptyDir", "configMap", "persistentVolumeClaim", "secret", "projected"}
     for v in p["volumes"]:
         assert set(v) - {"name"} <= allowed
 
 
 def test_image_and_pull_policy_override():
-    dep = deployment(serving={"image": "registry.local/rt@sha256:" + "a" * 64,
-                              "imagePullPolicy": "Always"})
+    dep = deployment(
+        serving={"image": "registry.local/rt@sha256:" + "a" * 64, "imagePullPolicy": "Always"}
+    )
     for c in (runtime(dep), fetch(dep)):
         assert c["image"] == "registry.local/rt@sha256:" + "a" * 64
         assert c["imagePullPolicy"] == "Always"
@@ -148,8 +170,11 @@ def test_sha256_is_passed_to_fetch_and_into_the_template():
 
 def test_version_uri_or_sha_change_changes_the_pod_template():
     base = deployment()["spec"]["template"]
-    for over in ({"version": "1.3.0"}, {"uri": "https://h.example/other.tar.gz"},
-                 {"sha256": "f" * 64}):
+    for over in (
+        {"version": "1.3.0"},
+        {"uri": "https://h.example/other.tar.gz"},
+        {"sha256": "f" * 64},
+    ):
         assert deployment(model=over)["spec"]["template"] != base, over
     assert deployment()["spec"]["template"] == base  # and builders are deterministic
 
@@ -157,19 +182,26 @@ def test_version_uri_or_sha_change_changes_the_pod_template():
 def test_pvc_uri_mounts_the_claim_read_only():
     dep = deployment(model={"uri": "pvc://model-store/fraud/1.2.0/model.ubj"})
     vols = {v["name"]: v for v in pod(dep)["volumes"]}
-    assert vols["model-source"] == {"name": "model-source", "persistentVolumeClaim": {
-        "claimName": "model-store", "readOnly": True}}
+    assert vols["model-source"] == {
+        "name": "model-source",
+        "persistentVolumeClaim": {"claimName": "model-store", "readOnly": True},
+    }
     f = fetch(dep)
-    assert f["args"][f["args"].index("--uri") + 1] == "file:///mnt/model-source/fraud/1.2.0/model.ubj"
+    assert (
+        f["args"][f["args"].index("--uri") + 1] == "file:///mnt/model-source/fraud/1.2.0/model.ubj"
+    )
     src = [m for m in f["volumeMounts"] if m["name"] == "model-source"]
     assert src == [{"name": "model-source", "mountPath": "/mnt/model-source", "readOnly": True}]
     assert all(m["name"] != "model-source" for m in runtime(dep)["volumeMounts"])
 
 
-@pytest.mark.parametrize(("uri", "fetch_uri"), [
-    ("configmap://tiny", "file:///mnt/model-source"),
-    ("configmap://tiny/model.json", "file:///mnt/model-source/model.json"),
-])
+@pytest.mark.parametrize(
+    ("uri", "fetch_uri"),
+    [
+        ("configmap://tiny", "file:///mnt/model-source"),
+        ("configmap://tiny/model.json", "file:///mnt/model-source/model.json"),
+    ],
+)
 def test_configmap_uri_mounts_the_configmap(uri, fetch_uri):
     dep = deployment(model={"uri": uri})
     vols = {v["name"]: v for v in pod(dep)["volumes"]}
@@ -188,19 +220,24 @@ def test_s3_uri_goes_to_fetch_as_is_with_credentials_only_there():
 
 
 def test_allow_unsafe_loading():
-    assert env(runtime(deployment(model={"allowUnsafeLoading": True})))["ALLOW_UNSAFE_LOADING"] \
+    assert (
+        env(runtime(deployment(model={"allowUnsafeLoading": True})))["ALLOW_UNSAFE_LOADING"]
         == "true"
+    )
 
 
-@pytest.mark.parametrize(("resources", "workers", "expected"), [
-    ({}, None, ("1", "1")),  # default request 500m -> 1 CPU
-    ({"requests": {"cpu": "2"}}, None, ("2", "1")),
-    ({"requests": {"cpu": "1"}, "limits": {"cpu": "4"}}, None, ("4", "1")),  # limit wins
-    ({"requests": {"cpu": "3500m"}}, None, ("3", "1")),  # rounded down
-    ({"requests": {"cpu": "4"}}, 1, ("1", "4")),  # one worker gets every CPU as threads
-    ({"requests": {"cpu": "4"}}, 2, ("2", "2")),
-    ({"requests": {"cpu": "1"}}, 3, ("3", "1")),  # at least one thread
-])
+@pytest.mark.parametrize(
+    ("resources", "workers", "expected"),
+    [
+        ({}, None, ("1", "1")),  # default request 500m -> 1 CPU
+        ({"requests": {"cpu": "2"}}, None, ("2", "1")),
+        ({"requests": {"cpu": "1"}, "limits": {"cpu": "4"}}, None, ("4", "1")),  # limit wins
+        ({"requests": {"cpu": "3500m"}}, None, ("3", "1")),  # rounded down
+        ({"requests": {"cpu": "4"}}, 1, ("1", "4")),  # one worker gets every CPU as threads
+        ({"requests": {"cpu": "4"}}, 2, ("2", "2")),
+        ({"requests": {"cpu": "1"}}, 3, ("3", "1")),  # at least one thread
+    ],
+)
 def test_workers_and_threads_follow_the_cpus(resources, workers, expected):
     serving = {"resources": resources} if resources else {}
     if workers:
@@ -210,10 +247,15 @@ def test_workers_and_threads_follow_the_cpus(resources, workers, expected):
 
 
 def test_user_env_is_added_and_may_override_threads():
-    dep = deployment(serving={"env": [{"name": "LOG_LEVEL", "value": "debug"},
-                                      {"name": "INFERENCE_THREADS", "value": "7"},
-                                      {"name": "TOKEN", "valueFrom": {"secretKeyRef": {
-                                          "name": "s", "key": "k"}}}]})
+    dep = deployment(
+        serving={
+            "env": [
+                {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "INFERENCE_THREADS", "value": "7"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            ]
+        }
+    )
     names = [e["name"] for e in runtime(dep)["env"]]
     assert names.count("INFERENCE_THREADS") == 1
     e = env(runtime(dep))
@@ -222,12 +264,18 @@ def test_user_env_is_added_and_may_override_threads():
 
 
 def test_node_selector_and_tolerations():
-    dep = deployment(serving={"nodeSelector": {"pool": "inference"},
-                              "tolerations": [{"key": "dedicated", "operator": "Equal",
-                                               "value": "ml", "effect": "NoSchedule"}]})
+    dep = deployment(
+        serving={
+            "nodeSelector": {"pool": "inference"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+            ],
+        }
+    )
     assert pod(dep)["nodeSelector"] == {"pool": "inference"}
-    assert pod(dep)["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml",
-                                        "effect": "NoSchedule"}]
+    assert pod(dep)["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+    ]
     assert "nodeSelector" not in pod(deployment()) and "tolerations" not in pod(deployment())
 
 
@@ -239,37 +287,66 @@ def test_fixed_replicas_and_progress_deadline():
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa():
-    s = spec(serving={"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 2,
-                                                     "maxReplicas": 8}})
+    s = spec(
+        serving={
+            "replicas": 3,
+            "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 8},
+        }
+    )
     assert "replicas" not in builders.build_deployment(OWNER, s, IMAGE)["spec"]
     hpa = builders.build_hpa(OWNER, s)
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": "fraud"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "fraud",
+    }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
     assert hpa["spec"]["metrics"] == [
-        {"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": 70}}},
-        {"type": "Resource", "resource": {"name": "memory", "target": {
-            "type": "Utilization", "averageUtilization": 80}}},
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        },
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "memory",
+                "target": {"type": "Utilization", "averageUtilization": 80},
+            },
+        },
     ]
 
 
 def test_latency_target_adds_the_pods_metric():
-    s = spec(serving={"autoscaling": {"enabled": True, "targetLatencyMilliseconds": 25,
-                                      "targetCPUUtilizationPercentage": 60}})
+    s = spec(
+        serving={
+            "autoscaling": {
+                "enabled": True,
+                "targetLatencyMilliseconds": 25,
+                "targetCPUUtilizationPercentage": 60,
+            }
+        }
+    )
     metrics = builders.build_hpa(OWNER, s)["spec"]["metrics"]
     assert metrics[0]["resource"]["target"]["averageUtilization"] == 60
-    assert metrics[2] == {"type": "Pods", "pods": {
-        "metric": {"name": "inference_latency_p95_seconds"},
-        "target": {"type": "AverageValue", "averageValue": "25m"}}}
+    assert metrics[2] == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "inference_latency_p95_seconds"},
+            "target": {"type": "AverageValue", "averageValue": "25m"},
+        },
+    }
 
 
 def test_service():
     svc = builders.build_service(OWNER)
     assert svc["spec"]["selector"] == builders.selector_labels("fraud")
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http",
-                                     "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+    ]
     assert builders.service_url("fraud", "team-a") == "http://fraud.team-a.svc.cluster.local:8000"
 
 
@@ -280,18 +357,27 @@ def _rules(s):
 
 def test_default_alert_rules():
     rules = _rules(spec())
-    assert set(rules) == {"MLModelHighLatencyP95", "MLModelHighErrorRate", "MLModelServiceDown",
-                          "MLModelLoadFailures"}
+    assert set(rules) == {
+        "MLModelHighLatencyP95",
+        "MLModelHighErrorRate",
+        "MLModelServiceDown",
+        "MLModelLoadFailures",
+    }
     sel = 'namespace="team-a",model_name="fraud"'
     assert rules["MLModelHighLatencyP95"]["expr"] == (
         f"histogram_quantile(0.95, sum by (le) (rate(inference_latency_seconds_bucket{{{sel}}}"
-        "[5m]))) > 0.1")
+        "[5m]))) > 0.1"
+    )
     assert rules["MLModelHighErrorRate"]["expr"].endswith("> 0.01")
     assert 'status=~"server_error"' in rules["MLModelHighErrorRate"]["expr"]
-    assert rules["MLModelServiceDown"]["expr"] == \
-        'absent(up{namespace="team-a",pod=~"fraud-[a-z0-9]+-[a-z0-9]+"} == 1)'
-    assert rules["MLModelLoadFailures"]["expr"] == \
-        f"increase(model_load_failures_total{{{sel}}}[10m]) > 0"
+    assert (
+        rules["MLModelServiceDown"]["expr"]
+        == 'absent(up{namespace="team-a",pod=~"fraud-[a-z0-9]+-[a-z0-9]+"} == 1)'
+    )
+    assert (
+        rules["MLModelLoadFailures"]["expr"]
+        == f"increase(model_load_failures_total{{{sel}}}[10m]) > 0"
+    )
     for r in rules.values():
         assert r["labels"]["namespace"] == "team-a" and r["labels"]["mlmodel"] == "fraud"
         assert r["annotations"]["summary"]
@@ -300,9 +386,16 @@ def test_default_alert_rules():
 
 
 def test_alert_thresholds_for_and_labels_follow_the_spec():
-    rules = _rules(spec(alerting={"latencyP95ThresholdMilliseconds": 250,
-                                  "errorRateThresholdPercent": 2.5, "for": "2m",
-                                  "labels": {"team": "risk"}}))
+    rules = _rules(
+        spec(
+            alerting={
+                "latencyP95ThresholdMilliseconds": 250,
+                "errorRateThresholdPercent": 2.5,
+                "for": "2m",
+                "labels": {"team": "risk"},
+            }
+        )
+    )
     assert rules["MLModelHighLatencyP95"]["expr"].endswith("> 0.25")
     assert rules["MLModelHighErrorRate"]["expr"].endswith("> 0.025")
     assert rules["MLModelHighLatencyP95"]["for"] == "2m"

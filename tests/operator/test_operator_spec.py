@@ -29,7 +29,10 @@ def test_defaults_match_the_documented_ones():
     assert s.serving.autoscaling.targetCPUUtilizationPercentage == 70
     assert s.serving.autoscaling.targetMemoryUtilizationPercentage == 80
     assert s.serving.autoscaling.targetLatencyMilliseconds is None
-    assert s.serving.resources.effective() == ({"cpu": "500m", "memory": "512Mi"}, {"memory": "1Gi"})
+    assert s.serving.resources.effective() == (
+        {"cpu": "500m", "memory": "512Mi"},
+        {"memory": "1Gi"},
+    )
     assert s.alerting.enabled is True
     assert s.alerting.latencyP95ThresholdMilliseconds == 100
     assert s.alerting.errorRateThresholdPercent == 1
@@ -51,20 +54,35 @@ def test_defaults_match_the_documented_ones():
         (spec_with(model={"version": ""}), "spec.model.version"),
         (spec_with(serving={"replicas": -1}), "spec.serving.replicas"),
         (spec_with(serving={"replicas": 101}), "spec.serving.replicas"),
-        (spec_with(serving={"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),
-         "spec.serving.autoscaling"),
-        (spec_with(serving={"autoscaling": {"targetCPUUtilizationPercentage": 0}}),
-         "spec.serving.autoscaling.targetCPUUtilizationPercentage"),
-        (spec_with(serving={"resources": {"requests": {"gpu": "1"}}}), "spec.serving.resources.requests"),
-        (spec_with(serving={"resources": {"requests": {"cpu": "lots"}}}),
-         "spec.serving.resources.requests"),
-        (spec_with(serving={"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}),
-         "spec.serving.resources"),
+        (
+            spec_with(serving={"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),
+            "spec.serving.autoscaling",
+        ),
+        (
+            spec_with(serving={"autoscaling": {"targetCPUUtilizationPercentage": 0}}),
+            "spec.serving.autoscaling.targetCPUUtilizationPercentage",
+        ),
+        (
+            spec_with(serving={"resources": {"requests": {"gpu": "1"}}}),
+            "spec.serving.resources.requests",
+        ),
+        (
+            spec_with(serving={"resources": {"requests": {"cpu": "lots"}}}),
+            "spec.serving.resources.requests",
+        ),
+        (
+            spec_with(serving={"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}),
+            "spec.serving.resources",
+        ),
         (spec_with(serving={"env": [{"name": "MODELS_DIR", "value": "/x"}]}), "spec.serving.env"),
-        (spec_with(serving={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
-         "spec.serving.env"),
-        (spec_with(alerting={"errorRateThresholdPercent": 0}),
-         "spec.alerting.errorRateThresholdPercent"),
+        (
+            spec_with(serving={"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}),
+            "spec.serving.env",
+        ),
+        (
+            spec_with(alerting={"errorRateThresholdPercent": 0}),
+            "spec.alerting.errorRateThresholdPercent",
+        ),
         (spec_with(alerting={"for": "five minutes"}), "spec.alerting.for"),
         (spec_with(serving={"replica": 2}), "spec.serving.replica"),
         ({"serving": {}}, "spec.model"),
@@ -101,8 +119,14 @@ def test_missing_request_is_filled_from_the_limit():
 
 @pytest.mark.parametrize(
     ("q", "value"),
-    [("500m", Decimal("0.5")), ("2", Decimal(2)), ("1Gi", Decimal(2**30)), ("1.5", Decimal("1.5")),
-     ("1e3", Decimal(1000)), ("100M", Decimal(10**8))],
+    [
+        ("500m", Decimal("0.5")),
+        ("2", Decimal(2)),
+        ("1Gi", Decimal(2**30)),
+        ("1.5", Decimal("1.5")),
+        ("1e3", Decimal(1000)),
+        ("100M", Decimal(10**8)),
+    ],
 )
 def test_parse_quantity(q, value):
     assert parse_quantity(q) == value

@@ -11,22 +11,44 @@ NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:05:00Z"
 
 
-def dep(version="2.0.0", *, replicas=2, ready=2, updated=2, total=2, available=2, gen=5,
-        observed=5, progressing=None):
-    raw = {"model": {"framework": "sklearn", "version": version, "uri": "https://h/m"},
-           "serving": {"replicas": replicas}}
+def dep(
+    version="2.0.0",
+    *,
+    replicas=2,
+    ready=2,
+    updated=2,
+    total=2,
+    available=2,
+    gen=5,
+    observed=5,
+    progressing=None,
+):
+    raw = {
+        "model": {"framework": "sklearn", "version": version, "uri": "https://h/m"},
+        "serving": {"replicas": replicas},
+    }
     d = builders.build_deployment(OWNER, parse_spec(raw), "img")
     d["metadata"]["generation"] = gen
-    d["status"] = {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated,
-                   "readyReplicas": ready, "availableReplicas": available, "conditions": []}
+    d["status"] = {
+        "observedGeneration": observed,
+        "replicas": total,
+        "updatedReplicas": updated,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "conditions": [],
+    }
     if progressing:
         d["status"]["conditions"].append({"type": "Progressing", **progressing})
     return d
 
 
 def status(d, *, version="2.0.0", previous=None, error=None, reason="ReconcileFailed", now=NOW):
-    return compute_status(Observed("fraud", "team-a", 2, version, d, previous or {}, error=error,
-                                   error_reason=reason), now=now)
+    return compute_status(
+        Observed(
+            "fraud", "team-a", 2, version, d, previous or {}, error=error, error_reason=reason
+        ),
+        now=now,
+    )
 
 
 def cond(st, ctype):
@@ -43,7 +65,9 @@ def test_ready_when_every_pod_of_the_current_template_is_ready():
     assert (st["replicas"], st["readyReplicas"], st["readyReplicasText"]) == (2, 2, "2/2")
     assert st["url"] == "http://fraud.team-a.svc.cluster.local:8000"
     assert st["observedGeneration"] == 2
-    assert st["selector"] == "app.kubernetes.io/instance=fraud,app.kubernetes.io/name=n1v1-ml-serving"
+    assert (
+        st["selector"] == "app.kubernetes.io/instance=fraud,app.kubernetes.io/name=n1v1-ml-serving"
+    )
 
 
 def test_rollout_in_progress_is_not_ready_but_old_pods_still_serve():
@@ -60,9 +84,16 @@ def test_rollout_in_progress_is_not_ready_but_old_pods_still_serve():
 
 def test_stuck_rollout_is_never_ready():
     prev = status(dep(version="1.0.0"), version="1.0.0")
-    st = status(dep(ready=2, updated=1, total=3, available=2,
-                    progressing={"status": "False", "reason": "ProgressDeadlineExceeded"}),
-                previous=prev)
+    st = status(
+        dep(
+            ready=2,
+            updated=1,
+            total=3,
+            available=2,
+            progressing={"status": "False", "reason": "ProgressDeadlineExceeded"},
+        ),
+        previous=prev,
+    )
     assert (cond(st, "Ready")["status"], cond(st, "Ready")["reason"]) == ("False", "RolloutStuck")
     assert st["phase"] == "RolloutStuck"
     assert st["servedVersion"] == "1.0.0"
@@ -82,8 +113,10 @@ def test_template_of_another_version_is_pending():
 def test_no_ready_pods():
     st = status(dep(ready=0, available=0))
     assert cond(st, "Ready")["status"] == "False"
-    assert (cond(st, "ModelServing")["status"], cond(st, "ModelServing")["reason"]) == \
-        ("False", "NoReadyPods")
+    assert (cond(st, "ModelServing")["status"], cond(st, "ModelServing")["reason"]) == (
+        "False",
+        "NoReadyPods",
+    )
     assert st["servedVersion"] is None
 
 
