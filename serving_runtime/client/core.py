@@ -1,0 +1,244 @@
+"""`InferenceClient` (blocking) and `AsyncInferenceClient`: one interface, two modes.
+
+Mode, URL and timeout come from `ClientSettings` (REMOTE_INFERENCE_ENABLED / _URL /
+_TIMEOUT); constructor arguments override them. Every call carries a correlation id:
+the caller's, or a fresh uuid4 hex, sent in the body and as X-Correlation-ID so retries
+and server logs share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from .local import LocalModels
+from .remote import AsyncRemoteTransport, RemoteTransport, model_path
+from .retry import RetryPolicy
+from .settings import ClientSettings
+from .wire import PredictResult, batch_body, encode, predict_body
+
+Mode = Literal["local", "remote"]
+
+
+def _new_correlation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _Config:
+    """Settings merged with constructor overrides (shared by both client classes)."""
+
+    def __init__(
+        self,
+        settings: ClientSettings | None,
+        remote: bool | None,
+        url: str | None,
+        timeout: float | None,
+        models_dir: str | Path | None,
+        allow_unsafe_loading: bool | None,
+        retry: RetryPolicy | None,
+    ) -> None:
+        s = settings or ClientSettings()
+        self.remote = s.remote_inference_enabled if remote is None else remote
+        self.url = url or s.remote_inference_url
+        self.timeout = s.remote_inference_timeout if timeout is None else timeout
+        self.models_dir = Path(models_dir) if models_dir is not None else s.models_dir
+        self.allow_unsafe = (
+            s.allow_unsafe_loading if allow_unsafe_loading is None else allow_unsafe_loading
+        )
+        self.max_body_bytes = s.max_body_bytes
+        self.retry = retry or RetryPolicy()
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+
+    def local_models(self, threads: int | None) -> LocalModels:
+        return LocalModels(self.models_dir, allow_unsafe=self.allow_unsafe, threads=threads,
+                           max_body_bytes=self.max_body_bytes)
+
+
+class InferenceClient:
+    """Blocking client; thread-safe, keep one per process (it pools connections).
+
+    >>> client = InferenceClient(remote=True, url="http://iris.models.svc:8000")
+    >>> client.predict("iris", {"sepal_length": [5.1], ...})["prediction"]
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        remote: bool | None = None,
+        url: str | None = None,
+        timeout: float | None = None,
+        models_dir: str | Path | None = None,
+        allow_unsafe_loading: bool | None = None,
+        retry: RetryPolicy | None = None,
+        preload: Sequence[str] = (),
+        threads: int | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry)
+        self.mode: Mode = "remote" if cfg.remote else "local"
+        self.url = cfg.url if cfg.remote else None
+        self._remote: RemoteTransport | None = None
+        self._local: LocalModels | None = None
+        if cfg.remote:
+            self._remote = RemoteTransport(cfg.url, cfg.timeout, cfg.retry,
+                                           max_connections=max_connections)
+        else:
+            self._local = cfg.local_models(threads)
+            self._local.preload(preload)
+
+    def predict(
+        self,
+        model_name: str,
+        features: Mapping[str, Sequence[float]] | Mapping[str, Any],
+        correlation_id: str | None = None,
+    ) -> PredictResult:
+        """Predict rows given as columns: `{feature name: [value per row]}`."""
+        cid = correlation_id if correlation_id is not None else _new_correlation_id()
+        raw = encode(predict_body(model_name, features, cid))
+        if self._local is not None:
+            return self._local.predict(raw, cid)  # type: ignore[return-value]
+        assert self._remote is not None
+        return self._remote.request("POST", "/predict", raw, cid)
+
+    def predict_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        batch_size: int | None = None,
+        correlation_id: str | None = None,
+    ) -> list[PredictResult]:
+        """Several /predict bodies in one call; answers in the same order. Requests
+        without their own correlation id get `<correlation_id>-<index>`."""
+        cid = correlation_id if correlation_id is not None else _new_correlation_id()
+        raw = encode(batch_body(requests, batch_size))
+        if self._local is not None:
+            return self._local.predict_batch(raw, cid)  # type: ignore[return-value]
+        assert self._remote is not None
+        return self._remote.request("POST", "/predict/batch", raw, cid)
+
+    def health(self) -> dict[str, Any]:
+        """The runtime's /health view; a degraded server's 503 answer is returned, not
+        raised (it is the information asked for)."""
+        if self._local is not None:
+            return self._local.health()
+        assert self._remote is not None
+        return self._remote.request("GET", "/health", accept=frozenset({503}))
+
+    def reload(self, model_name: str) -> dict[str, Any]:
+        """Hot-reload a model from its folder (`{"message": "Reloading model X"}`)."""
+        if self._local is not None:
+            return self._local.reload(model_name)
+        assert self._remote is not None
+        return self._remote.request("POST", model_path("/reload", model_name))
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+
+    def __enter__(self) -> InferenceClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncInferenceClient:
+    """asyncio client with the same methods (awaitable) and the same errors.
+
+    Local mode predicts inline on the event loop: a tree-model prediction costs well under
+    a millisecond, less than handing it to a thread. Loading and reloading (disk, seconds)
+    run in a worker thread.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        remote: bool | None = None,
+        url: str | None = None,
+        timeout: float | None = None,
+        models_dir: str | Path | None = None,
+        allow_unsafe_loading: bool | None = None,
+        retry: RetryPolicy | None = None,
+        threads: int | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry)
+        self.mode: Mode = "remote" if cfg.remote else "local"
+        self.url = cfg.url if cfg.remote else None
+        self._remote: AsyncRemoteTransport | None = None
+        self._local: LocalModels | None = None
+        if cfg.remote:
+            self._remote = AsyncRemoteTransport(cfg.url, cfg.timeout, cfg.retry,
+                                                max_connections=max_connections)
+        else:
+            self._local = cfg.local_models(threads)
+
+    async def preload(self, names: Sequence[str]) -> None:
+        if self._local is not None:
+            await asyncio.to_thread(self._local.preload, list(names))
+
+    async def _ensure_loaded(self, names: Sequence[Any]) -> None:
+        """Load (in a thread) the models a request needs and that have a folder. Unknown
+        names are left to the shared code, which raises the server's exact 404 message."""
+        assert self._local is not None
+        local = self._local
+        missing = [n for n in dict.fromkeys(names)
+                   if isinstance(n, str) and local.loaded(n) is None and local.has_folder(n)]
+        if missing:
+            await asyncio.to_thread(local.preload, missing)
+
+    async def predict(
+        self,
+        model_name: str,
+        features: Mapping[str, Sequence[float]] | Mapping[str, Any],
+        correlation_id: str | None = None,
+    ) -> PredictResult:
+        cid = correlation_id if correlation_id is not None else _new_correlation_id()
+        raw = encode(predict_body(model_name, features, cid))
+        if self._local is not None:
+            await self._ensure_loaded([model_name])
+            return self._local.predict(raw, cid)  # type: ignore[return-value]
+        assert self._remote is not None
+        return await self._remote.request("POST", "/predict", raw, cid)
+
+    async def predict_batch(
+        self,
+        requests: Sequence[Mapping[str, Any]],
+        batch_size: int | None = None,
+        correlation_id: str | None = None,
+    ) -> list[PredictResult]:
+        cid = correlation_id if correlation_id is not None else _new_correlation_id()
+        raw = encode(batch_body(requests, batch_size))
+        if self._local is not None:
+            await self._ensure_loaded(
+                [r.get("model_name") for r in requests if isinstance(r, Mapping)])
+            return self._local.predict_batch(raw, cid)  # type: ignore[return-value]
+        assert self._remote is not None
+        return await self._remote.request("POST", "/predict/batch", raw, cid)
+
+    async def health(self) -> dict[str, Any]:
+        if self._local is not None:
+            return self._local.health()
+        assert self._remote is not None
+        return await self._remote.request("GET", "/health", accept=frozenset({503}))
+
+    async def reload(self, model_name: str) -> dict[str, Any]:
+        if self._local is not None:
+            return await asyncio.to_thread(self._local.reload, model_name)
+        assert self._remote is not None
+        return await self._remote.request("POST", model_path("/reload", model_name))
+
+    async def aclose(self) -> None:
+        if self._remote is not None:
+            await self._remote.aclose()
+
+    async def __aenter__(self) -> AsyncInferenceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
