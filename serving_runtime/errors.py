@@ -34,6 +34,16 @@ class ModelNotFoundError(ServingError):
         self.model_name = model_name
 
 
+class ModelNotReadyError(ServingError):
+    """The model is expected but still loading (503: retry shortly)."""
+
+    status_code = 503
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(f"Model {model_name} is not ready yet (loading)")
+        self.model_name = model_name
+
+
 class PayloadTooLargeError(ServingError):
     """The body is larger than MAX_BODY_BYTES (413)."""
 

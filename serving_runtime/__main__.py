@@ -1,0 +1,97 @@
+"""`python -m serving_runtime [--models-dir DIR] [--port 8000] ...` serves models;
+`python -m serving_runtime save ...` writes a model folder. Flags override the
+environment variables of the same name (docs/contracts.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+
+ENV_OF_FLAG = {
+    "models_dir": "MODELS_DIR",
+    "preload_models": "PRELOAD_MODELS",
+    "host": "HOST",
+    "port": "PORT",
+    "workers": "WORKERS",
+    "inference_threads": "INFERENCE_THREADS",
+    "allow_unsafe_loading": "ALLOW_UNSAFE_LOADING",
+    "log_level": "LOG_LEVEL",
+    "max_body_bytes": "MAX_BODY_BYTES",
+}
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving_runtime",
+        description="Serve the models in a models directory over HTTP (native API, Open "
+        "Inference Protocol v2, /health, /metrics). `python -m serving_runtime save --help` "
+        "writes a model folder.",
+    )
+    p.add_argument("--models-dir", help="folder of model folders (MODELS_DIR)")
+    p.add_argument("--preload-models",
+                   help="comma-separated names loaded before ready; default every folder")
+    p.add_argument("--host", help="listen address (HOST, default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="listen port (PORT, default 8000)")
+    p.add_argument("--workers", type=int, help="server processes (WORKERS, default 1)")
+    p.add_argument("--inference-threads", type=int,
+                   help="per-process inference threads (default: CPUs available)")
+    p.add_argument("--allow-unsafe-loading", action="store_const", const=True,
+                   help="permit joblib/pickle artifacts (ALLOW_UNSAFE_LOADING)")
+    p.add_argument("--log-level", help="critical|error|warning|info|debug (LOG_LEVEL)")
+    p.add_argument("--max-body-bytes", type=int,
+                   help="larger request bodies get 413 (MAX_BODY_BYTES)")
+    return p
+
+
+def serve(argv: Sequence[str]) -> int:
+    args = serve_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from serving_runtime.settings import Settings
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
+    common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
+                  log_level=settings.log_level, server_header=False)
+    if settings.workers == 1:
+        from serving_runtime.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    # Worker processes rebuild the settings from the environment: hand them the flags.
+    for field, env in ENV_OF_FLAG.items():
+        os.environ[env] = str(getattr(settings, field))
+    state = tempfile.mkdtemp(prefix="n1v1-serving-")
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(state, "metrics"))
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    os.environ["N1V1_RELOAD_DIR"] = os.path.join(state, "reload")
+    os.makedirs(os.environ["N1V1_RELOAD_DIR"], exist_ok=True)
+    uvicorn.run("serving_runtime.app:create_app_from_env", factory=True,
+                workers=settings.workers, **common)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "save":
+        from serving_runtime import cli_save
+
+        p = argparse.ArgumentParser(prog="python -m serving_runtime")
+        cli_save.add_parser(p.add_subparsers(dest="command", required=True))
+        return cli_save.run(p.parse_args(argv))
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    return serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

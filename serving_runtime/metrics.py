@@ -1,0 +1,90 @@
+"""Prometheus metrics of one runtime (names in docs/contracts.md).
+
+Each app gets its own registry, so several apps in one process (tests) do not clash.
+With several worker processes (`--workers N`) the metrics use prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set up by `python -m serving_runtime`), so
+a scrape of any worker sees the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Fine at the low end: a compiled tree evaluator answers in tens of microseconds.
+LATENCY_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+)
+UNKNOWN_MODEL = "unknown"
+
+
+class RuntimeMetrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)
+            reg = None  # values live in the shared files; the collector reads them
+        else:
+            reg = self.registry
+        self.requests = Counter(
+            "inference_requests_total", "Inference requests by model and outcome",
+            ["model_name", "status"], registry=reg,
+        )
+        self.latency = Histogram(
+            "inference_latency_seconds", "Time to answer a successful inference request",
+            ["model_name"], buckets=LATENCY_BUCKETS, registry=reg,
+        )
+        self.in_flight = Gauge(
+            "inference_requests_in_flight", "Inference requests being served",
+            registry=reg, multiprocess_mode="livesum",
+        )
+        self.load_failures = Counter(
+            "model_load_failures_total", "Failed model loads and reloads", ["model_name"],
+            registry=reg,
+        )
+        self.loaded = Gauge(
+            "model_loaded", "1 for the model version being served", ["model_name", "version"],
+            registry=reg, multiprocess_mode="livemax",
+        )
+        self.reloads = Counter(
+            "model_reloads_total", "Model (re)loads by result", ["model_name", "result"],
+            registry=reg,
+        )
+        self._children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
+
+    def for_model(self, name: str) -> tuple[Counter, Counter, Counter, Histogram]:
+        """(success, client_error, server_error, latency) children, cached: the label
+        lookup costs more than the increment."""
+        c = self._children.get(name)
+        if c is None:
+            c = (
+                self.requests.labels(name, "success"),
+                self.requests.labels(name, "client_error"),
+                self.requests.labels(name, "server_error"),
+                self.latency.labels(name),
+            )
+            self._children[name] = c
+        return c
+
+    def model_swapped(self, name: str, old_version: str | None, new_version: str) -> None:
+        if old_version is not None and old_version != new_version:
+            if self.multiprocess:  # shared files cannot drop a series; 0 says "not served"
+                self.loaded.labels(name, old_version).set(0)
+            else:
+                self.loaded.remove(name, old_version)
+        self.loaded.labels(name, new_version).set(1)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

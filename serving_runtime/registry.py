@@ -1,0 +1,179 @@
+"""The models a runtime serves, their load state, and hot reload.
+
+Served models live in a plain dict of immutable LoadedModel objects: a reload loads and
+checks the new version beside the old one (in a worker thread), then replaces the dict
+entry in one assignment. A request looks its model up once, so it never sees a mix of
+versions, and a failed reload leaves the old version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from serving_runtime.errors import ModelNotFoundError, ModelNotReadyError
+from serving_runtime.metrics import RuntimeMetrics
+from serving_runtime.model_folder import (
+    METADATA_FILE,
+    LoadedModel,
+    is_valid_model_name,
+    load_model,
+)
+from serving_runtime.settings import Settings
+
+log = logging.getLogger("serving_runtime.registry")
+
+
+@dataclass(slots=True)
+class ModelState:
+    name: str
+    state: str = "loading"  # loading | ready | failed
+    error: str | None = None
+    last_attempt: float | None = None
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, metrics: RuntimeMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, LoadedModel] = {}
+        self.states: dict[str, ModelState] = {}
+        self.expected: list[str] = []
+        self.startup_done = False
+        self.startup_problem: str | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- lookups (hot path) ------------------------------------------------------------
+
+    def get(self, name: str) -> LoadedModel:
+        model = self.models.get(name)
+        if model is None:
+            st = self.states.get(name)
+            if st is not None and st.state == "loading":
+                raise ModelNotReadyError(name)
+            raise ModelNotFoundError(name)
+        return model
+
+    def folder_of(self, name: str) -> Path:
+        return self.settings.models_dir / name
+
+    def has_folder(self, name: str) -> bool:
+        return is_valid_model_name(name) and (self.folder_of(name) / METADATA_FILE).is_file()
+
+    # --- loading -------------------------------------------------------------------------
+
+    def discover(self) -> list[str]:
+        """Expected models: PRELOAD_MODELS, or every model folder found at start."""
+        names = self.settings.preload_model_names
+        if names:
+            return names
+        root = self.settings.models_dir
+        if not root.is_dir():
+            self.startup_problem = f"models directory {root} does not exist"
+            return []
+        found = sorted(p.name for p in root.iterdir() if self.has_folder(p.name))
+        if not found:
+            self.startup_problem = f"no model folders (with {METADATA_FILE}) in {root}"
+        return found
+
+    async def load_expected(self) -> None:
+        self.expected = self.discover()
+        for name in self.expected:
+            self.states.setdefault(name, ModelState(name))
+        for name in self.expected:
+            await self.reload(name)
+        self.startup_done = True
+        log.info("startup loading finished", extra={
+            "models_loaded": sorted(self.models), "expected": self.expected})
+
+    async def reload(self, name: str) -> bool:
+        """Load `name` from its folder beside the current version, check it, swap it in.
+        Returns whether the new version now serves. Reloads of one model run one at a time
+        (a reload asked for during another picks up the files as they are then)."""
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            state = self.states.setdefault(name, ModelState(name))
+            state.last_attempt = time.time()
+            if name not in self.models:
+                state.state = "loading"
+            old = self.models.get(name)
+            started = time.perf_counter()
+            try:
+                if not is_valid_model_name(name):
+                    raise ValueError(f"{name!r} is not a valid model name (DNS-1123 label)")
+                new = await anyio.to_thread.run_sync(self._load, name)
+            except Exception as exc:  # any failure keeps the old version serving
+                msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                state.error = msg
+                state.state = "ready" if old is not None else "failed"
+                self.metrics.load_failures.labels(name).inc()
+                self.metrics.reloads.labels(name, "failure").inc()
+                log.error(
+                    "model load failed",
+                    extra={"model_name": name, "error": msg,
+                           "serving_version": old.version if old else None},
+                )
+                return False
+            self.models[name] = new  # the atomic swap
+            state.state, state.error = "ready", None
+            self.metrics.model_swapped(name, old.version if old else None, new.version)
+            self.metrics.reloads.labels(name, "success").inc()
+            log.info("model loaded", extra={
+                "model_name": name, "version": new.version, "framework": new.framework,
+                "previous_version": old.version if old else None, "sha256": new.sha256,
+                "seconds": round(time.perf_counter() - started, 3)})
+            return True
+
+    def _load(self, name: str) -> LoadedModel:
+        return load_model(
+            self.folder_of(name),
+            allow_unsafe=self.settings.allow_unsafe_loading,
+            threads=self.settings.inference_threads,
+        )
+
+    # --- health --------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Every expected model serves (and there is at least one)."""
+        return (
+            self.startup_done
+            and bool(self.expected)
+            and all(n in self.models for n in self.expected)
+        )
+
+    def health(self) -> dict[str, Any]:
+        reasons: list[str] = []
+        if not self.startup_done:
+            reasons.append("loading models")
+        elif not self.expected:
+            reasons.append(self.startup_problem or "no models expected")
+        names = list(dict.fromkeys([*self.expected, *self.states]))
+        models = []
+        for name in names:
+            st = self.states.get(name) or ModelState(name)
+            served = self.models.get(name)
+            if st.error and served is not None:
+                reasons.append(f"model {name}: reload failed ({st.error}); still serving "
+                               f"version {served.version}")
+            elif st.error:
+                reasons.append(f"model {name}: load failed ({st.error})")
+            elif served is None and self.startup_done and name in self.expected:
+                reasons.append(f"model {name}: not loaded")
+            models.append({
+                "name": name, "state": st.state,
+                "version": served.version if served else None, "error": st.error,
+            })
+        ready = self.ready()
+        return {
+            "status": "healthy" if ready and not reasons else "degraded",
+            "ready": ready,
+            "models_loaded": sorted(self.models),
+            "models": models,
+            "reasons": reasons,
+        }

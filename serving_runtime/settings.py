@@ -1,0 +1,63 @@
+"""Runtime settings: environment variables (names in docs/contracts.md), overridden by
+the CLI flags of `python -m serving_runtime`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the cgroup CPU quota (a container's `limits.cpu`) when
+    there is one, else the affinity mask. Never less than 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    quota: float | None = None
+    try:  # cgroup v2
+        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if q != "max":
+            quota = int(q) / int(period)
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if q > 0:
+                quota = q / period
+        except (OSError, ValueError):
+            pass
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    models_dir: Path = Field(default=Path("/app/models"), description="folder of model folders")
+    preload_models: str = Field(
+        default="",
+        description="comma-separated model names loaded before ready; empty = every folder",
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    inference_threads: int = Field(default_factory=available_cpus, ge=1)
+    allow_unsafe_loading: bool = False
+    log_level: str = "info"
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError("log_level must be one of critical, error, warning, info, debug")
+        return v
+
+    @property
+    def preload_model_names(self) -> list[str]:
+        return [n.strip() for n in self.preload_models.split(",") if n.strip()]
