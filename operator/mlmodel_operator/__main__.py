@@ -31,7 +31,6 @@ def run(settings: OperatorSettings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     handlers.configure(settings, _kube_client())
-    handlers.mlmodel_resync  # noqa: B018 - imported for its registration
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     namespaces = settings.namespace_list()

@@ -31,8 +31,17 @@ STATE = _State()
 
 
 def configure(settings: OperatorSettings, kube: Kube) -> None:
+    """Set the runtime state and register the resync timer (its period is a setting)."""
     STATE.settings = settings
     STATE.kube = kube
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        id="resync",
+        interval=settings.resync_seconds,
+        initial_delay=min(settings.resync_seconds, 30.0),
+    )(mlmodel_resync)
 
 
 def _run(namespace: str, name: str, trigger: str) -> None:
@@ -70,7 +79,6 @@ def mlmodel_changed(namespace: str, name: str, reason: str, **_: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=60.0, initial_delay=30.0)
 def mlmodel_resync(namespace: str, name: str, **_: Any) -> None:
     try:
         _run(namespace, name, "timer")

@@ -1,0 +1,257 @@
+"""Fixtures for the operator's e2e tests.
+
+- ``operator_kubeconfig`` (session): the CRD from crds/ is installed; returns the kubeconfig
+  the operator process runs with.
+- ``run_operator`` (function): factory ``run_operator(namespace, **settings) -> OperatorProcess``
+  starting ``python -m mlmodel_operator`` watching that namespace; logs are printed at
+  teardown (pytest shows them when the test fails); every process is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.helpers import REPO_ROOT, kubectl, wait_for
+
+CRD_NAME = "mlmodels.serving.n1v1.io"
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(kubeconfig: Path) -> Path:
+    """The kubeconfig the operator runs with, after the MLModel CRD is installed.
+
+    ONE PLACE TO CHANGE: for now this applies crds/ directly and returns the ADMIN
+    kubeconfig. The chart engineer replaces the body with "helm install the chart (which
+    carries the CRD and the ClusterRole derived from operator/RBAC.md), then return
+    sa_kubeconfig-style credentials of the chart's ServiceAccount", so that every operator
+    e2e test also proves the RBAC list is complete.
+    """
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO_ROOT / "crds"),
+        kubeconfig=kubeconfig,
+    )
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        f"crd/{CRD_NAME}",
+        "--timeout=60s",
+        kubeconfig=kubeconfig,
+    )
+    return kubeconfig
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """One `python -m mlmodel_operator` subprocess; restartable, logs kept in a file."""
+
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_dir: Path, settings: dict[str, str]
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_dir / f"operator-{namespace}.log"
+        self.health_port = _free_port()
+        self.metrics_port = _free_port()
+        self.settings = settings
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "OPERATOR_NAMESPACES": self.namespace,
+            "OPERATOR_HEALTH_PORT": str(self.health_port),
+            "OPERATOR_METRICS_PORT": str(self.metrics_port),
+            "OPERATOR_LOG_LEVEL": "info",
+            "PYTHONUNBUFFERED": "1",
+            **self.settings,
+        }
+        log = self.log_path.open("ab")
+        log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlmodel_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+        log.close()
+        wait_for(
+            self.healthy, timeout=60, describe="operator /healthz answering", observe=self.logs
+        )
+        return self
+
+    def healthy(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            return r.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def run_operator(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def run(namespace: str, **settings: str) -> OperatorProcess:
+        env = {f"OPERATOR_{k.upper()}": v for k, v in settings.items()}
+        op = OperatorProcess(operator_kubeconfig, namespace, tmp_path, env).start()
+        started.append(op)
+        return op
+
+    yield run
+    for op in started:
+        op.stop()
+        # Printed at teardown: pytest shows it under "Captured stdout teardown" on failure.
+        print(f"----- operator log ({op.namespace}) -----\n{op.logs()[-20000:]}")
+
+
+# ---------------------------------------------------------------- MLModel helpers
+
+
+def base_mlmodel(name: str, **spec_sections: dict) -> dict:
+    """A valid MLModel; keyword sections (model/serving/alerting) are merged in."""
+    spec: dict = {
+        "model": {
+            "framework": "sklearn",
+            "version": "1.0.0",
+            "uri": "https://models.example.internal/m/1.0.0/model.tar.gz",
+        },
+    }
+    for section, values in spec_sections.items():
+        spec.setdefault(section, {}).update(values)
+    return {
+        "apiVersion": "serving.n1v1.io/v1alpha1",
+        "kind": "MLModel",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class MLModels:
+    """Read/write MLModels and their children in one namespace, as plain camelCase dicts."""
+
+    def __init__(self, kubeconfig: Path, k8s, namespace: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.k8s = k8s
+        self.ns = namespace
+
+    def kubectl(self, *args: str, **kw):
+        return kubectl(*args, "-n", self.ns, kubeconfig=self.kubeconfig, **kw)
+
+    def apply(self, body: dict) -> None:
+        import yaml
+
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+    def get(self, kind: str, name: str) -> dict | None:
+        import json
+
+        r = self.kubectl("get", kind, name, "-o", "json", check=False)
+        if r.returncode != 0:
+            if "NotFound" in r.stderr:
+                return None
+            raise AssertionError(r.stderr)
+        return json.loads(r.stdout)
+
+    def list(self, kind: str, selector: str) -> list[dict]:
+        import json
+
+        return json.loads(self.kubectl("get", kind, "-l", selector, "-o", "json").stdout)["items"]
+
+    def mlm(self, name: str) -> dict:
+        obj = self.get("mlmodel", name)
+        assert obj is not None, f"MLModel {name} missing"
+        return obj
+
+    def condition(self, name: str, ctype: str) -> dict:
+        for c in (self.mlm(name).get("status") or {}).get("conditions") or []:
+            if c["type"] == ctype:
+                return c
+        return {}
+
+    def wait_condition(
+        self, name: str, ctype: str, status: str, reason: str | None = None, timeout: float = 90
+    ) -> dict:
+        def check():
+            obj = self.mlm(name)
+            st = obj.get("status") or {}
+            c = next((c for c in st.get("conditions") or [] if c["type"] == ctype), {})
+            ok = (
+                c.get("status") == status
+                and (reason is None or c.get("reason") == reason)
+                and st.get("observedGeneration") == obj["metadata"]["generation"]
+            )
+            return obj if ok else None
+
+        return wait_for(
+            check,
+            timeout=timeout,
+            describe=f"MLModel {name}: {ctype}={status} reason={reason}",
+            observe=lambda: (
+                self.kubectl("get", "mlm,deploy,rs,pods", "-o", "wide").stdout
+                + "\n"
+                + (self.mlm(name).get("status") and str(self.mlm(name)["status"]))
+            ),
+        )
+
+    def wait_ready(self, name: str, timeout: float = 90) -> dict:
+        return self.wait_condition(name, "Ready", "True", "AllReplicasReady", timeout)
+
+
+@pytest.fixture(name="base_mlmodel")
+def base_mlmodel_fixture() -> Callable[..., dict]:
+    """``base_mlmodel(name, model={...}, serving={...}, alerting={...}) -> dict``."""
+    return base_mlmodel
+
+
+@pytest.fixture
+def mlmodels(operator_kubeconfig: Path, kubeconfig: Path, k8s, namespace: str) -> MLModels:
+    """Acts as the admin (a user), never with the operator's credentials."""
+    del operator_kubeconfig  # only needed for its side effect: the CRD is installed
+    return MLModels(kubeconfig, k8s, namespace)
