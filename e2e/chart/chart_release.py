@@ -1,0 +1,185 @@
+"""Install the chart on the cluster under test and run the operator as its ServiceAccount.
+
+Used by e2e/chart/ and by e2e/operator/conftest.py's ``operator_kubeconfig`` fixture, so the
+operator's own scenarios run with exactly the RBAC the chart grants.
+
+The operator pod the chart creates runs on a kwok node, which fakes it (nothing executes);
+the real operator is a host process (``python -m mlmodel_operator``) that gets the chart
+Deployment's OPERATOR_* environment and a kubeconfig holding a ``kubectl create token``
+token for the chart's ServiceAccount, so every API call it makes is authorised by the
+chart's (Cluster)Roles and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from e2e.helpers import REPO_ROOT, helm, kubectl, serviceaccount_kubeconfig, tool_env, unique_name
+
+CHART = REPO_ROOT / "charts" / "mlmodel-operator"
+
+
+@dataclass
+class ChartRelease:
+    kubeconfig: Path  # admin
+    release: str
+    namespace: str
+
+    def helm(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return helm(*args, "--namespace", self.namespace, kubeconfig=self.kubeconfig, **kwargs)
+
+    def deployment(self) -> dict[str, Any]:
+        out = kubectl(
+            "get", "deployment", "-n", self.namespace, "-o", "json",
+            "-l", f"app.kubernetes.io/instance={self.release},app.kubernetes.io/component=operator",
+            kubeconfig=self.kubeconfig,
+        ).stdout
+        items = json.loads(out)["items"]
+        assert len(items) == 1, f"expected one operator Deployment for {self.release}: {items}"
+        return items[0]
+
+    @property
+    def fullname(self) -> str:
+        return self.deployment()["metadata"]["name"]
+
+    @property
+    def serviceaccount(self) -> str:
+        return self.deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+
+    def operator_env(self) -> dict[str, str]:
+        """OPERATOR_* variables exactly as the chart set them on the operator container."""
+        (c,) = self.deployment()["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value", "") for e in c.get("env", [])}
+
+    def sa_kubeconfig(self, dest: Path) -> Path:
+        return serviceaccount_kubeconfig(self.kubeconfig, self.namespace, self.serviceaccount, dest)
+
+    def upgrade(self, values: Mapping[str, Any] | None = None, *extra: str,
+                tmp: Path) -> subprocess.CompletedProcess[str]:
+        return self.helm("upgrade", self.release, str(CHART), *_values_args(values, tmp),
+                         *extra, "--wait", "--timeout", "180s", timeout=240)
+
+    def uninstall(self) -> None:
+        self.helm("uninstall", self.release, "--wait", "--timeout", "120s", timeout=180)
+
+
+def _values_args(values: Mapping[str, Any] | None, tmp: Path) -> list[str]:
+    if not values:
+        return []
+    tmp.mkdir(parents=True, exist_ok=True)
+    f = tmp / f"values-{time.monotonic_ns()}.yaml"
+    f.write_text(yaml.safe_dump(dict(values)))
+    return ["-f", str(f)]
+
+
+def install_chart(
+    kubeconfig: Path,
+    namespace: str,
+    *,
+    tmp: Path,
+    values: Mapping[str, Any] | None = None,
+    release: str | None = None,
+) -> ChartRelease:
+    """`helm install --wait` into an existing namespace; the pods are kwok's fakes."""
+    rel = ChartRelease(kubeconfig, release or unique_name("mlmop"), namespace)
+    rel.helm("install", rel.release, str(CHART), *_values_args(values, tmp),
+             "--wait", "--timeout", "180s", timeout=240)
+    return rel
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class OperatorProcess:
+    proc: subprocess.Popen[str]
+    log_path: Path
+    health_port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
+            ) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def forbidden_lines(self) -> list[str]:
+        """Log lines where the API server refused the operator (RBAC)."""
+        return [
+            line for line in self.log().splitlines()
+            if "Forbidden" in line or "forbidden" in line or " 403" in line
+            or "(403)" in line or "Not enough permissions" in line
+        ]
+
+
+@contextmanager
+def run_operator(
+    sa_kubeconfig: Path,
+    chart_env: Mapping[str, str],
+    log_path: Path,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[OperatorProcess]:
+    """Run `python -m mlmodel_operator` as a host process with the chart's settings.
+
+    Health and metrics move to free loopback ports (the chart's 8080/9090 are container
+    ports; on a shared host they are likely taken).
+    """
+    health, metrics = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
+    env.update(tool_env())
+    env.update({k: v for k, v in chart_env.items() if k.startswith("OPERATOR_")})
+    env.update({
+        "KUBECONFIG": str(sa_kubeconfig),
+        "OPERATOR_HEALTH_PORT": str(health),
+        "OPERATOR_METRICS_PORT": str(metrics),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra_env or {})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlmodel_operator"],
+            stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT,
+        )
+    op = OperatorProcess(proc, log_path, health, env)
+    try:
+        deadline = time.monotonic() + 60
+        while not op.healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"operator not healthy after 60s:\n{op.log()[-4000:]}")
+            time.sleep(0.5)
+        yield op
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # kopf stops gracefully on SIGTERM
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
