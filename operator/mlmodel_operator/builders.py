@@ -423,7 +423,7 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
             f"increase({LOAD_FAILURES_METRIC}{{{sel}}}[10m]) > 0",
             "warning",
             f"MLModel {ns}/{name}: the runtime failed to load the model",
-            "{{ $value }} model load failures in the last 10 minutes (pod {{ $labels.pod }}); "
+            "A model load or reload failed in the last 10 minutes (pod {{ $labels.pod }}); "
             "the previous version keeps serving if one was loaded.",
             # A counter increase is already the event; waiting would only hide it.
             for_="0m",

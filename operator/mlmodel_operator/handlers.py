@@ -71,7 +71,7 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def mlmodel_changed(namespace: str, name: str, reason: str, **_: Any) -> None:
     try:
-        _run(namespace, name, str(reason))
+        _run(namespace, name, getattr(reason, "value", str(reason)))
     except SpecError as exc:
         # Status and an Event already say what is wrong; retrying cannot fix the manifest.
         raise kopf.PermanentError(str(exc)) from exc
