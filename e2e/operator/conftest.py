@@ -202,7 +202,8 @@ class MLModels:
     def list(self, kind: str, selector: str) -> list[dict]:
         import json
 
-        return json.loads(self.kubectl("get", kind, "-l", selector, "-o", "json").stdout)["items"]
+        sel = ["-l", selector] if selector else []
+        return json.loads(self.kubectl("get", kind, *sel, "-o", "json").stdout)["items"]
 
     def mlm(self, name: str) -> dict:
         obj = self.get("mlmodel", name)
