@@ -183,3 +183,36 @@ def run_operator(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+@contextmanager
+def chart_operator_identity(
+    kubeconfig: Path, tmp: Path, values: Mapping[str, Any] | None = None
+) -> Iterator[Path]:
+    """Install the chart (cluster-wide unless ``values`` say otherwise) in a fresh namespace
+    and yield a kubeconfig for its ServiceAccount; uninstall and clean up afterwards.
+
+    The chart's crds/ are also applied server-side after the install, the way the chart
+    README says to upgrade CRDs: `helm install` skips CRDs that already exist, and the
+    suite must test the CRD of this checkout, not whatever an earlier run left behind.
+    """
+    namespace = unique_name("n1v1-operator-e2e")
+    kubectl("create", "namespace", namespace, kubeconfig=kubeconfig)
+    kubectl("label", "namespace", namespace, "n1v1.io/e2e=true",
+            "pod-security.kubernetes.io/enforce=restricted", kubeconfig=kubeconfig)
+    rel: ChartRelease | None = None
+    try:
+        rel = install_chart(kubeconfig, namespace, tmp=tmp, values=values)
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"),
+                kubeconfig=kubeconfig)
+        kubectl("wait", "--for=condition=Established", "crd/mlmodels.serving.n1v1.io",
+                "--timeout=60s", kubeconfig=kubeconfig)
+        yield serviceaccount_kubeconfig(
+            kubeconfig, namespace, rel.serviceaccount, tmp / "chart-operator.kubeconfig",
+            duration="3h",
+        )
+    finally:
+        if rel is not None:
+            rel.helm("uninstall", rel.release, "--wait", check=False, timeout=180)
+        kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found",
+                kubeconfig=kubeconfig, check=False)

@@ -5,27 +5,35 @@ ClusterRole when the operator watches the whole cluster, else into one Role per 
 namespace.
 */}}
 {{- define "mlmodel-operator.rules.namespaced" -}}
+# kopf patches MLModels for its bookkeeping annotations; the operator writes status itself.
 - apiGroups: ["serving.n1v1.io"]
   resources: ["mlmodels"]
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["serving.n1v1.io"]
   resources: ["mlmodels/status"]
   verbs: ["patch"]
+# Children are written with server-side apply: patch, plus create when the object is new.
+# Watched (list/watch) so drift in a child is repaired at once.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# delete: the HPA when autoscaling is turned off; the rules ConfigMap/PrometheusRule when
+# the operator switches between the two.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- if and .Values.peering.enabled .Values.operator.watchNamespaces }}
 # kopf keeps its keep-alives in a namespaced KopfPeering per watched namespace.
 - apiGroups: ["kopf.dev"]
@@ -35,11 +43,10 @@ namespace.
 {{- end }}
 
 {{- define "mlmodel-operator.rules.cluster" -}}
-# kopf watches CRDs to notice resources appearing; the operator reads the PrometheusRule CRD
-# to choose between a PrometheusRule and a ConfigMap of rules.
+# kopf watches CRDs to notice served resources appearing and disappearing.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- if .Values.operator.watchNamespaces }}
 # kopf lists/watches namespaces to match its namespace list when not cluster-wide.
 - apiGroups: [""]

@@ -1,0 +1,65 @@
+"""The chart's documentation agrees with the chart: values table, RBAC table, README section."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+from tests.chart.chart_helpers import CHART, REPO_ROOT, one, render, rule_set
+
+# Whole objects documented as one row (their inner keys are Kubernetes API fields).
+OPAQUE = {"podSecurityContext", "securityContext", "resources"}
+
+
+def documented_values() -> dict[str, object]:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows: dict[str, object] = {}
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and v and k not in OPAQUE:
+                walk(v, f"{prefix}{k}.")
+            else:
+                rows[f"{prefix}{k}"] = v
+
+    walk(values, "")
+    return rows
+
+
+def table_rows(text: str) -> dict[str, object]:
+    block = text.split("<!-- values-table -->", 1)[1].split("<!-- /values-table -->", 1)[0]
+    rows = {}
+    for line in block.splitlines():
+        m = re.match(r"^\| `([^`]+)` \| \w+ \| `(.*)` \| .+ \|$", line)
+        if m:
+            rows[m.group(1)] = json.loads(m.group(2))
+    return rows
+
+
+def test_chart_readme_values_table_matches_values_yaml():
+    table = table_rows((CHART / "README.md").read_text())
+    assert table == documented_values()
+
+
+def test_root_readme_chart_section_has_the_same_table():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "<!-- section:chart -->" in readme
+    section = readme.split("<!-- section:chart -->", 1)[1].split("<!-- section:", 1)[0]
+    assert "helm install" in section
+    assert table_rows(section) == documented_values()
+
+
+def test_readme_rbac_table_matches_the_rendered_cluster_role():
+    text = (CHART / "README.md").read_text()
+    block = text.split("## RBAC", 1)[1].split("Cluster-scoped rules", 1)[0]
+    documented = set()
+    for line in block.splitlines():
+        m = re.match(r"^\| (`?[\w.]+`?|core) \| `([\w/]+)` \| ([a-z, ]+) \|", line)
+        if m and "only with peering" not in line:
+            group = "" if m.group(1) == "core" else m.group(1).strip("`")
+            documented |= {(group, m.group(2), v.strip()) for v in m.group(3).split(",")}
+    rendered = rule_set(one(render(), "ClusterRole")["rules"])
+    cluster_scoped = {t for t in rendered if t[1] in ("customresourcedefinitions",)}
+    assert documented == rendered - cluster_scoped
