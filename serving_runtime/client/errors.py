@@ -35,23 +35,32 @@ __all__ = [
 ]
 
 #: Base class of every error the client raises (an alias: the runtime's base class).
+#: Each raised error has `message`, `status_code` and `correlation_id`.
 InferenceError = ServingError
 
 
-class ServiceUnavailableError(ServingError):
+class _ClientError(ServingError):
+    """Errors only the client raises; they carry the request's correlation id."""
+
+    def __init__(self, message: str, *, correlation_id: str | None = None) -> None:
+        super().__init__(message)
+        self.correlation_id = correlation_id
+
+
+class ServiceUnavailableError(_ClientError):
     """The runtime cannot answer now (503, or no connection) and retries ran out; in
     local mode, the model folder exists but does not load."""
 
     status_code = 503
 
 
-class InferenceTimeoutError(ServingError):
+class InferenceTimeoutError(_ClientError):
     """No answer within REMOTE_INFERENCE_TIMEOUT seconds."""
 
     status_code = 504
 
 
-class ServerError(ServingError):
+class ServerError(_ClientError):
     """The runtime answered with a 5xx other than 500/503 (a proxy in between, usually)."""
 
     status_code = 502

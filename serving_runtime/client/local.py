@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from serving_runtime.errors import ModelNotFoundError
+from serving_runtime.errors import ModelNotFoundError, ServingError
 from serving_runtime.inference import (
     model_name_of,
     parse_json,
@@ -149,9 +149,18 @@ class LocalModels:
         return parse_json(raw)
 
     def predict(self, raw: bytes, correlation_id: str | None) -> dict[str, Any]:
-        body = self._parse(raw)
-        model = self.get(model_name_of(body))
-        return predict_from_body(model, body, correlation_id=correlation_id)
+        try:
+            body = self._parse(raw)
+            model = self.get(model_name_of(body))
+            return predict_from_body(model, body, correlation_id=correlation_id)
+        except ServingError as exc:
+            exc.correlation_id = correlation_id  # type: ignore[attr-defined]  # as remote
+            raise
 
     def predict_batch(self, raw: bytes, correlation_id: str | None) -> list[dict[str, Any]]:
-        return predict_batch_from_body(self.get, self._parse(raw), correlation_id=correlation_id)
+        try:
+            return predict_batch_from_body(self.get, self._parse(raw),
+                                           correlation_id=correlation_id)
+        except ServingError as exc:
+            exc.correlation_id = correlation_id  # type: ignore[attr-defined]
+            raise

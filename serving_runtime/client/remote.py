@@ -19,8 +19,8 @@ import httpx
 import orjson
 
 from .errors import (
-    InferenceError,
     InferenceTimeoutError,
+    ServerError,
     ServiceUnavailableError,
     error_for_status,
     message_from_body,
@@ -102,7 +102,8 @@ def _decide(
                 f"no answer from {where} within {timeout:g}s", correlation_id=correlation_id
             ) from exc
         if isinstance(exc, httpx.HTTPError):
-            raise InferenceError(f"{where}: {type(exc).__name__}: {exc}") from exc
+            raise ServerError(f"{where}: {type(exc).__name__}: {exc}",
+                              correlation_id=correlation_id) from exc
         raise exc
     assert resp is not None
     if resp.status_code == 503 and not last and resp.status_code not in accept:

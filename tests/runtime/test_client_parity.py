@@ -183,7 +183,7 @@ def test_same_error_both_modes(clients, label, model, features, exc_type, needle
     assert loc.status_code == rem.status_code == exc_type.status_code
     assert loc.message == rem.message, label
     assert needle in loc.message
-    assert rem.correlation_id == "err-1"
+    assert loc.correlation_id == rem.correlation_id == "err-1"
 
 
 def test_batch_errors_name_the_index_in_both_modes(models, clients):
