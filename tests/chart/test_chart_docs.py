@@ -63,3 +63,53 @@ def test_readme_rbac_table_matches_the_rendered_cluster_role():
     rendered = rule_set(one(render(), "ClusterRole")["rules"])
     cluster_scoped = {t for t in rendered if t[1] in ("customresourcedefinitions",)}
     assert documented == rendered - cluster_scoped
+
+
+def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
+    """operator/RBAC.md's table as (group, resource, verb) triples, by condition."""
+    text = (REPO_ROOT / "operator" / "RBAC.md").read_text()
+    out: dict[str, set[tuple[str, str, str]]] = {"always": set(), "namespaced": set(),
+                                                 "peering-cluster": set(),
+                                                 "peering-namespaced": set()}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        group = cells[0].strip("`").strip('"')
+        verbs = re.findall(r"`([a-z]+)`", cells[2])
+        resources = re.findall(r"`([a-z/]+)`", cells[1])
+        if group == "kopf.dev":
+            for r in resources:
+                key = "peering-cluster" if r.startswith("cluster") else "peering-namespaced"
+                out[key] |= {(group, r, v) for v in verbs}
+            continue
+        key = "namespaced" if "only when `OPERATOR_NAMESPACES`" in cells[3] else "always"
+        out[key] |= {(group, r, v) for r in resources for v in verbs}
+    return out
+
+
+def granted(values: dict) -> set[tuple[str, str, str]]:
+    docs = render(values)
+    roles = [d for d in docs if d["kind"] in ("ClusterRole", "Role")]
+    return set().union(*(rule_set(r["rules"]) for r in roles))
+
+
+def test_rbac_md_parses():
+    md = rbac_md_rules()
+    assert ("serving.n1v1.io", "mlmodels/status", "patch") in md["always"]
+    assert ("", "namespaces", "watch") in md["namespaced"]
+    assert ("kopf.dev", "kopfpeerings", "patch") in md["peering-namespaced"]
+
+
+def test_chart_grants_exactly_rbac_md_cluster_wide():
+    md = rbac_md_rules()
+    assert granted({}) == md["always"]
+    assert granted({"peering": {"enabled": True}}) == md["always"] | md["peering-cluster"]
+
+
+def test_chart_grants_exactly_rbac_md_per_namespace():
+    md = rbac_md_rules()
+    ns = {"operator": {"watchNamespaces": ["a"]}}
+    assert granted(ns) == md["always"] | md["namespaced"]
+    assert granted({**ns, "peering": {"enabled": True}}) == \
+        md["always"] | md["namespaced"] | md["peering-namespaced"]

@@ -12,6 +12,11 @@ namespace.
 - apiGroups: ["serving.n1v1.io"]
   resources: ["mlmodels/status"]
   verbs: ["patch"]
+# Children set blockOwnerDeletion on their ownerReference; with the
+# OwnerReferencesPermissionEnforcement admission plugin that needs update on finalizers.
+- apiGroups: ["serving.n1v1.io"]
+  resources: ["mlmodels/finalizers"]
+  verbs: ["update"]
 # Children are written with server-side apply: patch, plus create when the object is new.
 # Watched (list/watch) so drift in a child is repaired at once.
 - apiGroups: ["apps"]
