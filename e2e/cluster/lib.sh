@@ -55,11 +55,17 @@ api_get() { # path
     "$SERVER$1"
 }
 
-# Poll `cmd...` until it succeeds, for at most <seconds>; on timeout print <what> and fail.
-wait_until() { # seconds what cmd...
-  local limit="$1" what="$2" start=$SECONDS
-  shift 2
+# Poll `cmd...` until it succeeds, for at most <seconds>; fail early if <component> (the
+# process being waited on, "-" for none) has died, showing the end of its log.
+wait_until() { # seconds what component cmd...
+  local limit="$1" what="$2" comp="$3" start=$SECONDS
+  shift 3
   until "$@" >/dev/null 2>&1; do
+    if [ "$comp" != - ] && ! live_pid "$comp" >/dev/null; then
+      log "$comp exited while waiting for $what; last log lines:"
+      tail -n 20 "$LOGS/$comp.log" >&2 || true
+      return 1
+    fi
     if ((SECONDS - start >= limit)); then
       log "timed out after ${limit}s waiting for $what (logs: $LOGS)"
       return 1
@@ -68,9 +74,11 @@ wait_until() { # seconds what cmd...
   done
 }
 
+apiserver_ready() { [ "$(api_get /readyz 2>/dev/null)" = ok ]; }
+
 # Every component we started is alive and the apiserver answers /readyz.
 cluster_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
-  [ "$(api_get /readyz 2>/dev/null)" = ok ]
+  apiserver_ready
 }
