@@ -1,0 +1,151 @@
+"""Fixtures of the runtime tests: real model folders written with save_model, and a real
+server (`python -m serving_runtime`, i.e. uvicorn) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RuntimeServer:
+    """One `python -m serving_runtime` process; stopped by its own pid."""
+
+    def __init__(self, models_dir: Path, *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or models_dir.parent / f"server-{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items()
+                    if k not in ("ALLOW_UNSAFE_LOADING", "PRELOAD_MODELS", "MODELS_DIR")}
+        full_env.update(env or {})
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving_runtime", "--models-dir", str(models_dir),
+             "--host", "127.0.0.1", "--port", str(self.port), *(args or [])],
+            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_live(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.logs()}")
+            try:
+                if self.client.get("/v2/health/live").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not live after {timeout}s: {self.logs()}")
+
+    def wait_startup_done(self, timeout: float = 60) -> dict:
+        """Wait until the initial loading finished (ready or not); return /health."""
+        self.wait_live(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            doc = self.client.get("/health").json()
+            if "loading models" not in doc["reasons"]:
+                return doc
+            time.sleep(0.1)
+        raise TimeoutError(f"models still loading after {timeout}s")
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator:
+    started: list[RuntimeServer] = []
+
+    def start(models_dir: Path, **kw) -> RuntimeServer:
+        srv = RuntimeServer(models_dir, log_path=tmp_path / f"server-{len(started)}.log", **kw)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@dataclass
+class Zoo:
+    """Fitted estimators by model name, the rows to test them on, and their folder."""
+
+    models_dir: Path
+    estimators: dict
+    X: dict
+
+
+N_ROWS = 300  # "a few hundred rows" per model kind
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    import xgboost as xgb
+    from sklearn.datasets import make_classification, make_regression
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression
+
+    from serving_runtime import save_model
+
+    root = tmp_path_factory.mktemp("zoo") / "models"
+    Xb, yb = make_classification(n_samples=600, n_features=6, random_state=1)
+    Xm, ym = make_classification(n_samples=600, n_features=6, n_informative=4, n_classes=3,
+                                 random_state=2)
+    Xr, yr = make_regression(n_samples=600, n_features=5, noise=0.1, random_state=3)
+    ests = {
+        "sk-binary": (RandomForestClassifier(n_estimators=10, random_state=0).fit(Xb, yb), Xb),
+        "sk-multi": (LogisticRegression(max_iter=500).fit(Xm, ym), Xm),
+        "sk-reg": (RandomForestRegressor(n_estimators=10, random_state=0).fit(Xr, yr), Xr),
+        "xgb-binary": (xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(Xb, yb), Xb),
+        "xgb-multi": (xgb.XGBClassifier(n_estimators=20, max_depth=3).fit(Xm, ym), Xm),
+        "xgb-reg": (xgb.XGBRegressor(n_estimators=20, max_depth=3).fit(Xr, yr), Xr),
+    }
+    for name, (est, X) in ests.items():
+        save_model(est, root / name, version="1.0.0", sample=X[:5])
+    rng = np.random.default_rng(0)
+    rows = {name: X[rng.choice(len(X), N_ROWS, replace=False)] for name, (_, X) in ests.items()}
+    return Zoo(root, {n: e for n, (e, _) in ests.items()}, rows)
+
+
+@pytest.fixture(scope="session")
+def zoo_server(zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
+    srv = RuntimeServer(zoo.models_dir, log_path=tmp_path_factory.mktemp("log") / "zoo.log")
+    try:
+        doc = srv.wait_startup_done()
+        assert doc["ready"], doc
+        yield srv
+    finally:
+        srv.stop()
+
