@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from serving_runtime import errors as runtime_errors
 from serving_runtime.errors import (
     BadRequestError,
     InvalidInputError,
@@ -26,6 +27,7 @@ __all__ = [
     "InferenceTimeoutError",
     "InvalidInputError",
     "ModelNotFoundError",
+    "ModelNotReadyError",
     "PayloadTooLargeError",
     "PredictionError",
     "ServerError",
@@ -54,6 +56,11 @@ class ServiceUnavailableError(_ClientError):
     status_code = 503
 
 
+class ModelNotReadyError(ServiceUnavailableError, runtime_errors.ModelNotReadyError):
+    """503 "Model X is not ready yet (loading)": the runtime's own class and a
+    ServiceUnavailableError, so either `except` catches it (after retries ran out)."""
+
+
 class InferenceTimeoutError(_ClientError):
     """No answer within REMOTE_INFERENCE_TIMEOUT seconds."""
 
@@ -66,7 +73,8 @@ class ServerError(_ClientError):
     status_code = 502
 
 
-_NOT_FOUND = re.compile(r"Model (\S+) not found")
+_MODEL_IN_MESSAGE = re.compile(r"Model (\S+) (?:not found|is not ready)")
+_NOT_READY = re.compile(r"Model \S+ is not ready")
 
 
 def _build(cls: type[ServingError], message: str) -> ServingError:
@@ -74,8 +82,8 @@ def _build(cls: type[ServingError], message: str) -> ServingError:
     # the server's exact message (e.g. "requests[2]: Model x not found") is kept.
     exc = cls.__new__(cls)
     ServingError.__init__(exc, message)
-    if cls is ModelNotFoundError:
-        found = _NOT_FOUND.search(message)
+    if cls in (ModelNotFoundError, ModelNotReadyError):
+        found = _MODEL_IN_MESSAGE.search(message)
         exc.model_name = found.group(1) if found else None  # type: ignore[attr-defined]
     return exc
 
@@ -92,7 +100,7 @@ def error_for_status(
     elif status == 413:
         cls = PayloadTooLargeError
     elif status == 503:
-        cls = ServiceUnavailableError
+        cls = ModelNotReadyError if _NOT_READY.search(message) else ServiceUnavailableError
     elif status == 504:
         cls = InferenceTimeoutError
     elif 400 <= status < 500:

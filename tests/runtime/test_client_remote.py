@@ -23,6 +23,7 @@ from serving_runtime.client import (
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotFoundError,
+    ModelNotReadyError,
     PredictionError,
     RetryPolicy,
     ServerError,
@@ -76,6 +77,20 @@ def test_503_retries_are_bounded():
         client.predict("m", ROW)
     assert len(srv.seen) == FAST.attempts == 4
     assert info.value.status_code == 503
+
+
+def test_model_still_loading_is_retried_and_typed():
+    from serving_runtime import errors as runtime_errors
+
+    msg = "Model m is not ready yet (loading)"
+    with scripted([Reply(503, {"detail": msg})]) as (srv, client), \
+            pytest.raises(ModelNotReadyError) as info:
+        client.predict("m", ROW)
+    assert len(srv.seen) == FAST.attempts
+    assert info.value.message == msg and info.value.model_name == "m"
+    # Catchable as the runtime's own class and as the client's "unavailable".
+    assert isinstance(info.value, runtime_errors.ModelNotReadyError)
+    assert isinstance(info.value, ServiceUnavailableError)
 
 
 def test_retry_after_is_honoured_and_capped():
