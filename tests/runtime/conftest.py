@@ -4,7 +4,6 @@ server (`python -m serving_runtime`, i.e. uvicorn) on a free loopback port."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from runtime_helpers import REPO, free_port
 
 
 class RuntimeServer:

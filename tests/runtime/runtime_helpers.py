@@ -3,7 +3,18 @@ conftest.py)."""
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def columns(X: np.ndarray, names: list[str] | None = None) -> dict[str, list[float]]:
