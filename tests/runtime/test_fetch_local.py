@@ -74,6 +74,24 @@ def test_bare_artifact_gets_metadata_from_flags(artifacts, tmp_path):
     assert leftovers(dest) == ["iris"], "the staging folder must be gone"
 
 
+def test_fetched_bare_artifacts_load_in_the_runtime(artifacts, tmp_path):
+    """What fetch writes is what the runtime's loader accepts (sha256 re-checked there)."""
+    import numpy as np
+
+    from serving_runtime import load_model
+
+    dest = tmp_path / "models"
+    for name, key, framework in (("iris-sk", "skops", "sklearn"), ("iris-xgb", "ubj", "xgboost")):
+        assert main(["--uri", str(artifacts[key]), "--dest", str(dest), "--name", name,
+                     "--framework", framework, "--version", "3",
+                     "--sha256", sha(artifacts[key])]) == 0
+        model = load_model(dest / name)
+        assert model.version == "3" and model.framework == framework
+        assert model.sha256 == sha(artifacts[key]) and model.n_features == 4
+        labels, proba = model.predict(np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]))
+        assert labels.tolist() == [0, 2] and proba is not None
+
+
 def test_xgboost_bare_artifact_via_file_uri(artifacts, tmp_path):
     dest = tmp_path / "models"
     rc = main(["--uri", f"file://{artifacts['ubj']}", "--dest", str(dest), "--name", "xgb",
