@@ -14,6 +14,11 @@ echo "[test] chart CRD copy matches crds/"
 e2e/cluster/build helm
 echo "[test] unit tests (no cluster)"
 .venv/bin/pytest -q tests
+# --- container images (README "Container images"): installs and starts a Docker engine if
+# none answers, makes the local base image, builds both images; the e2e/images tests run
+# them. Cached: a warm run only checks.
+echo "[test] container images"
+images/build.sh
 # --- e2e: local control plane (see e2e/cluster/README.md) ---
 if [ -x e2e/cluster/up ]; then
   if e2e/cluster/status 2>/dev/null; then
