@@ -84,8 +84,14 @@ def _fetch_s3(uri: str, workdir: Path, max_bytes: int) -> Path:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
     except ImportError as exc:  # the runtime extra installs boto3; say so if it is missing
         raise SourceError("s3:// URIs need boto3 (pip install 'n1v1-serving[runtime]')") from exc
-    # boto3 reads AWS_ENDPOINT_URL itself in recent versions; passing it keeps older ones right.
-    s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    # boto3 reads AWS_ENDPOINT_URL itself in recent versions; passing it keeps older ones
+    # right. botocore's region variable is AWS_DEFAULT_REGION; AWS_REGION (what most other
+    # SDKs and EKS pod identity set) is honoured too.
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+    )
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
         _check_declared_size(obj.get("ContentLength"), max_bytes, uri)

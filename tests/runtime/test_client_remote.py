@@ -157,6 +157,15 @@ def test_connections_are_kept_alive():
     assert len({s.peer for s in srv.seen}) == 1, "one pooled connection for 20 calls"
 
 
+def test_url_path_prefix_is_kept():
+    """REMOTE_INFERENCE_URL may point below a path (an ingress route per model)."""
+    with FaultServer([Reply(200, predict_ok())]) as srv, \
+            client_for(f"{srv.url}/models/iris/") as client:
+        client.predict("m", ROW)
+        client.reload("m")
+    assert [s.path for s in srv.seen] == ["/models/iris/predict", "/models/iris/reload/m"]
+
+
 def test_error_body_without_detail_still_gives_a_message():
     with scripted([Reply(422, {"error": "v2 style"})]) as (_, client), \
             pytest.raises(InvalidInputError, match="v2 style"):
