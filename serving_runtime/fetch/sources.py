@@ -70,6 +70,11 @@ def _fetch_http(uri: str, workdir: Path, max_bytes: int, timeout: float) -> Path
                     return target
             except (httpx.TransportError, ValueError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
+                if "CERTIFICATE_VERIFY_FAILED" in last:  # not transient: do not retry
+                    raise SourceError(
+                        f"{uri}: TLS certificate not trusted ({exc}); for a private CA set "
+                        "SSL_CERT_FILE to its PEM bundle"
+                    ) from exc
     raise SourceError(f"{uri}: download failed after {HTTP_ATTEMPTS} attempts ({last})")
 
 

@@ -115,6 +115,66 @@ def test_connection_refused_is_a_clear_source_error(tmp_path, capsys):
     assert "download failed after 3 attempts (ConnectError" in capsys.readouterr().err
 
 
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, its own CA (a private model store's setup)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_with_private_ca(site, tmp_path, monkeypatch, capsys):
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             partial(Quiet, directory=str(site)))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/diabetes-7.tar.gz"
+    args = ["--uri", url, "--name", "diabetes", "--framework", "xgboost", "--version", "7"]
+    try:
+        # Unknown CA: refused, never downloaded without verification.
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        assert main([*args, "--dest", str(tmp_path / "a")]) == 3
+        err = capsys.readouterr().err
+        assert "TLS certificate not trusted" in err and "SSL_CERT_FILE" in err
+        # The standard SSL_CERT_FILE variable adds a private CA.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert main([*args, "--dest", str(tmp_path / "b")]) == 0
+        assert (tmp_path / "b" / "diabetes" / "model.ubj").read_bytes() == (
+            site / "diabetes.ubj").read_bytes()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_retries_a_flaky_origin(site, tmp_path):
     """Fault server (a fake, to cause 503s on demand): two 503s, then the file."""
     hits: list[int] = []
