@@ -19,6 +19,10 @@ class RetryPolicy:
     max_backoff: float = 2.0
     max_retry_after: float = 5.0
 
+    def __post_init__(self) -> None:
+        if self.retries < 0 or min(self.backoff, self.max_backoff, self.max_retry_after) < 0:
+            raise ValueError(f"retry settings must not be negative: {self}")
+
     @property
     def attempts(self) -> int:
         return self.retries + 1

@@ -172,6 +172,26 @@ def test_error_body_without_detail_still_gives_a_message():
         client.predict("m", ROW)
 
 
+def test_retry_policy_delays():
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from serving_runtime.client.retry import parse_retry_after
+
+    policy = RetryPolicy(retries=5, backoff=0.1, max_backoff=0.4, max_retry_after=2)
+    for attempt, ceiling in ((0, 0.1), (1, 0.2), (2, 0.4), (4, 0.4)):
+        d = policy.delay(attempt)
+        assert ceiling / 2 <= d <= ceiling, (attempt, d)
+    assert policy.delay(0, "1.5") == 1.5
+    assert policy.delay(0, "120") == 2  # capped
+    assert parse_retry_after("garbage") is None and parse_retry_after(None) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0  # in the past
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < parse_retry_after(soon) <= 30
+    with pytest.raises(ValueError, match="must not be negative"):
+        RetryPolicy(retries=-1)
+
+
 # --- settings --------------------------------------------------------------------------
 
 
