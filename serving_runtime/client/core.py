@@ -61,8 +61,8 @@ class _Config:
 class InferenceClient:
     """Blocking client; thread-safe, keep one per process (it pools connections).
 
-    >>> client = InferenceClient(remote=True, url="http://iris.models.svc:8000")
-    >>> client.predict("iris", {"sepal_length": [5.1], ...})["prediction"]
+    Example: ``InferenceClient(remote=True, url="http://iris.models.svc:8000")
+    .predict("iris", {"sepal_length": [5.1], "sepal_width": [3.5], ...})["prediction"]``
     """
 
     def __init__(

@@ -313,6 +313,28 @@ def test_failed_local_reload_keeps_the_old_model(live):
     assert local.health()["status"] == "healthy"
 
 
+def test_local_mode_is_thread_safe_during_reloads(live):
+    """8 threads predict while the model is reloaded: no error, one answer throughout."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, root, specs = live
+    names, X = specs["sk-iris-rf"]
+    local = InferenceClient(remote=False, models_dir=root)
+    body = columns(names, X[:5])
+    expected = local.predict("sk-iris-rf", body)["probabilities"]
+
+    def hammer(_: int) -> list:
+        return [local.predict("sk-iris-rf", body)["probabilities"] for _ in range(40)]
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(hammer, i) for i in range(8)]
+        for _ in range(5):
+            local.reload("sk-iris-rf")
+        results = [p for f in futures for p in f.result(timeout=120)]
+    assert len(results) == 320 and all(p == expected for p in results)
+    assert local.health()["status"] == "healthy"
+
+
 def test_local_model_that_does_not_load(tmp_path):
     folder = tmp_path / "broken"
     folder.mkdir()
