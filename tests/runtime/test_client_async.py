@@ -139,7 +139,7 @@ def test_async_retries_bounded_and_timeout():
         started = time.monotonic()
         with pytest.raises(InferenceTimeoutError):
             asyncio.run(call(srv.url, 0.3))
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 1.45  # answer comes after 1.5 s
         assert len(srv.seen) == 1
 
 

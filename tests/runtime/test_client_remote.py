@@ -145,7 +145,7 @@ def test_timeout_is_not_retried():
         with pytest.raises(InferenceTimeoutError, match="within 0.3s"):
             client.predict("m", ROW, correlation_id="slow-1")
         elapsed = time.monotonic() - started
-    assert elapsed < 1.2, elapsed
+    assert elapsed < 1.45, elapsed  # the fault server answers only after 1.5 s
     assert len(srv.seen) == 1
 
 
