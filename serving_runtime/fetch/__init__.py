@@ -165,5 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as exc:
         print(f"fetch: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # permissions, a full disk: say so without a traceback
+        print(f"fetch: error: {exc.strerror or exc}: {exc.filename or args.dest}",
+              file=sys.stderr)
+        return 1
     print(f"fetch: {args.uri} -> {folder}")
     return 0

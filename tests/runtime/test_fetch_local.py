@@ -265,6 +265,17 @@ def test_missing_source_and_unknown_scheme(tmp_path, capsys):
     assert "unsupported scheme 'gs'" in capsys.readouterr().err
 
 
+def test_unwritable_dest_is_a_clear_error(artifacts, tmp_path, capsys):
+    blocker = tmp_path / "file-not-folder"
+    blocker.write_text("x")
+    rc = main(["--uri", str(artifacts["skops"]), "--dest", str(blocker / "models"),
+               "--name", "iris", "--framework", "sklearn", "--version", "3"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fetch: error: ") and "Traceback" not in err
+    assert "file-not-folder" in err
+
+
 def test_dest_is_created_and_temp_dirs_sit_beside_the_result(artifacts, tmp_path):
     dest = tmp_path / "deep" / "models"
     assert main(["--uri", str(artifacts["skops"]), "--dest", str(dest), "--name", "iris",
