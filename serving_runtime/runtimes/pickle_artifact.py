@@ -14,7 +14,7 @@ UNSAFE_HOWTO = (
     "unpickling can run arbitrary code, so it is refused by default; to allow it set "
     "ALLOW_UNSAFE_LOADING=true (flag --allow-unsafe-loading) or \"allow_unsafe\": true in "
     "the model's metadata.json, or better convert the model with `python -m serving_runtime "
-    "save --from-pickle FILE --trust-pickle ...` to a safe format"
+    "save --from FILE --trust-pickle --dest DIR/NAME --version V` to a safe format"
 )
 
 
