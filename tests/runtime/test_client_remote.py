@@ -345,3 +345,8 @@ def test_local_model_that_does_not_load(tmp_path):
     with pytest.raises(ServiceUnavailableError, match="Model broken failed to load: .*unsafe"):
         local.predict("broken", ROW)
     assert "model broken: load failed" in local.health()["reasons"][0]
+    # preload= surfaces the same failure when the client is built, not on first use.
+    with pytest.raises(ServiceUnavailableError, match="Model broken failed to load"):
+        InferenceClient(remote=False, models_dir=tmp_path, preload=["broken"])
+    with pytest.raises(ModelNotFoundError, match="Model absent not found"):
+        InferenceClient(remote=False, models_dir=tmp_path, preload=["absent"])
