@@ -64,8 +64,10 @@ def serve(argv: Sequence[str]) -> int:
                   log_level=settings.log_level, server_header=False)
     if settings.workers == 1:
         from serving_runtime.app import create_app
+        from serving_runtime.fastpath.asgi import with_hot_path
 
-        uvicorn.run(create_app(settings), **common)
+        # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/fastpath)
+        uvicorn.run(with_hot_path(create_app(settings)), **common)
         return 0
     # Worker processes rebuild the settings from the environment: hand them the flags.
     for field, env in ENV_OF_FLAG.items():

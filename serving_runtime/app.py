@@ -333,7 +333,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def create_app_from_env() -> FastAPI:
-    """uvicorn factory (`--factory`): settings from the environment only."""
-    return create_app(Settings())
+def create_app_from_env() -> Any:
+    """uvicorn factory (`--factory`): settings from the environment only; the hot routes
+    skip FastAPI's router (serving_runtime.fastpath.asgi)."""
+    from serving_runtime.fastpath.asgi import with_hot_path
+
+    return with_hot_path(create_app(Settings()))
 

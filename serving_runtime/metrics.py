@@ -62,6 +62,12 @@ class RuntimeMetrics:
             "model_reloads_total", "Model (re)loads by result", ["model_name", "result"],
             registry=reg,
         )
+        self.fast_path = Gauge(
+            "model_fast_path", "1 when the compiled tree evaluator serves the model, 0 when "
+            "the framework's own predict does (model unsupported, or the load-time agreement "
+            "check failed: see the logs)", ["model_name"],
+            registry=reg, multiprocess_mode="livemax",
+        )
         self._children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
 
     def for_model(self, name: str) -> tuple[Counter, Counter, Counter, Histogram]:

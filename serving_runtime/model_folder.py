@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from serving_runtime.errors import IntegrityError, InvalidInputError, ModelLoadError
+from serving_runtime.fastpath.accelerate import FastPathStatus, accelerate
 from serving_runtime.features import columns_to_matrix
 from serving_runtime.runtimes import ModelRuntime, runtime_class
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS
@@ -75,6 +76,8 @@ class LoadedModel:
     sha256: str
     metadata: Mapping[str, Any]
     loaded_at: float = field(default_factory=time.time)
+    #: whether the compiled evaluator serves this model (serving_runtime.fastpath)
+    fast_path: FastPathStatus | None = None
     feature_index: Mapping[str, int] = field(init=False)
     #: `class_<label>` keys of the probabilities object, in probability-column order
     class_keys: tuple[str, ...] | None = field(init=False)
@@ -170,6 +173,8 @@ def load_model(
     runtime = runtime_class(str(meta["framework"])).load(
         artifact, allow_unsafe=unsafe, threads=threads
     )
+    # compiled evaluator, self-checked against the framework; falls back on disagreement
+    runtime, fast_path = accelerate(runtime, model_name=name)
 
     feature_names = _feature_names(meta, runtime)
     task = meta.get("task")
@@ -195,6 +200,7 @@ def load_model(
         artifact=artifact.name,
         sha256=digest,
         metadata=meta,
+        fast_path=fast_path,
     )
     if check:
         check_model(model)

@@ -123,10 +123,13 @@ class ModelRegistry:
             self.models[name] = new  # the atomic swap
             state.state, state.error = "ready", None
             self.metrics.model_swapped(name, old.version if old else None, new.version)
+            fast = new.fast_path
+            self.metrics.fast_path.labels(name).set(1 if fast is not None and fast.active else 0)
             self.metrics.reloads.labels(name, "success").inc()
             log.info("model loaded", extra={
                 "model_name": name, "version": new.version, "framework": new.framework,
                 "previous_version": old.version if old else None, "sha256": new.sha256,
+                "fast_path": fast.state if fast is not None else None,
                 "seconds": round(time.perf_counter() - started, 3)})
             return True
 
