@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from e2e.helpers import wait_for
 from e2e.images.imagelib import (
     APP_UID,
     docker,
@@ -154,6 +155,12 @@ def _slow_request(base: str, body: bytes, sent_half: threading.Event,
         sent_half.set()
 
 
+def _in_flight(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("inference_requests_in_flight"))
+
+
 def test_runtime_sigterm_drains_in_flight_requests(images, demo_models, start_container) -> None:
     cid, base = _serve(start_container, images.runtime, demo_models.folder)
     wait_http_ok(f"{base}/v2/health/ready", cid, timeout=120)
@@ -172,7 +179,9 @@ def test_runtime_sigterm_drains_in_flight_requests(images, demo_models, start_co
         t.start()
     for e in halves:
         assert e.wait(30), "client could not start its request"
-    time.sleep(0.5)  # let the server parse every request's headers
+    # All n are inside the server's handler (the gauge counts them), waiting for their body.
+    wait_for(lambda: _in_flight(base) >= n, timeout=30,
+             describe=f"{n} requests in flight", observe=lambda: results)
 
     t_term = time.monotonic()
     docker("kill", "--signal", "TERM", cid)
