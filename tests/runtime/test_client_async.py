@@ -10,6 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from client_support import (
+    IRIS_FEATURES,
+    FaultServer,
+    Reply,
+    columns,
+    make_models,
+    predict_ok,
+    run_runtime,
+)
 
 from serving_runtime.client import (
     AsyncInferenceClient,
@@ -19,15 +28,6 @@ from serving_runtime.client import (
     ModelNotFoundError,
     RetryPolicy,
     ServiceUnavailableError,
-)
-from tests.runtime.client_support import (
-    IRIS_FEATURES,
-    FaultServer,
-    Reply,
-    columns,
-    make_models,
-    predict_ok,
-    run_runtime,
 )
 
 FAST = RetryPolicy(retries=2, backoff=0.01, max_backoff=0.02, max_retry_after=0.1)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from client_support import IRIS_FEATURES, columns, make_models, run_runtime
 
 from serving_runtime.client import (
     ClientSettings,
@@ -20,7 +21,6 @@ from serving_runtime.client import (
     ModelNotFoundError,
     PayloadTooLargeError,
 )
-from tests.runtime.client_support import IRIS_FEATURES, columns, make_models, run_runtime
 
 MAX_BODY = 64 * 1024
 

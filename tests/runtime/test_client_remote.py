@@ -15,6 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from client_support import (
+    IRIS_FEATURES,
+    FaultServer,
+    Reply,
+    columns,
+    free_port,
+    make_models,
+    predict_ok,
+    run_runtime,
+)
 
 from serving_runtime.client import (
     BadRequestError,
@@ -28,16 +38,6 @@ from serving_runtime.client import (
     RetryPolicy,
     ServerError,
     ServiceUnavailableError,
-)
-from tests.runtime.client_support import (
-    IRIS_FEATURES,
-    FaultServer,
-    Reply,
-    columns,
-    free_port,
-    make_models,
-    predict_ok,
-    run_runtime,
 )
 
 FAST = RetryPolicy(retries=3, backoff=0.01, max_backoff=0.05, max_retry_after=0.2)
