@@ -12,7 +12,7 @@ here=$(dirname "$0")
 . "$here/lib.sh"
 
 "$here/engine.sh"
-if [ "$BASE_IMAGE" = local/debian-python:bookworm ]; then
+if [[ $BASE_IMAGE == local/debian-python:* ]]; then  # ours: made here when missing
   "$here/base.sh"
 else
   docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "BASE_IMAGE $BASE_IMAGE not found locally"

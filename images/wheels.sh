@@ -10,6 +10,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PY=${PYTHON:-python3}
+# Any Python 3.11+ with pip will do (tomllib); the project's venv is the fallback.
+if ! "$PY" -m pip --version >/dev/null 2>&1 && [ -x "$REPO_ROOT/.venv/bin/python" ]; then
+  PY=$REPO_ROOT/.venv/bin/python
+fi
 TARGET_PY=${N1V1_IMAGE_PYTHON:-3.11}
 arch=$(uname -m)
 # Bookworm has glibc 2.36: accept every manylinux tag up to that.
