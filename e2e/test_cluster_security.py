@@ -3,6 +3,7 @@ for ServiceAccount tokens."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,9 @@ def test_restricted_namespace_rejects_privileged_pod(
     with pytest.raises(ApiException) as rejected:
         k8s.core.create_namespaced_pod(ns, pod("privileged", privileged=True))
     assert rejected.value.status == 403, rejected.value
-    assert 'violates PodSecurity "restricted' in rejected.value.body, rejected.value.body
-    assert "privileged" in rejected.value.body
+    message = json.loads(rejected.value.body)["message"]
+    assert 'violates PodSecurity "restricted' in message, message
+    assert "securityContext.privileged=true" in message, message
 
     # Control: the namespace accepts a compliant pod, so the rejection above is the policy's.
     created = k8s.core.create_namespaced_pod(ns, pod("compliant", privileged=False))
