@@ -10,9 +10,10 @@ PKI="$STATE/pki"
 PIDS="$STATE/pids"
 LOGS="$STATE/logs"
 
-# Ports: loopback only, far from defaults (2379/6443/10257/10259) so a real cluster or a
-# second checkout can coexist; override the base to run two clusters side by side.
-PORT_BASE="${N1V1_CLUSTER_PORT_BASE:-36400}"
+# Ports: loopback only, away from the defaults (2379/6443/10257/10259) and below the kernel's
+# ephemeral range (32768+), where outgoing connections could take them first. Override the
+# base to run two clusters side by side.
+PORT_BASE="${N1V1_CLUSTER_PORT_BASE:-24400}"
 ETCD_PORT=$((PORT_BASE + 1))
 ETCD_PEER_PORT=$((PORT_BASE + 2))
 APISERVER_PORT=$((PORT_BASE + 3))
