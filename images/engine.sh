@@ -17,12 +17,14 @@ command -v docker >/dev/null || die "no docker client on PATH"
 # shell so that it outlives the script (and the test run that called it).
 log "engine: starting dockerd (log: $IMAGES_CACHE/dockerd.log)"
 setsid nohup dockerd >>"$IMAGES_CACHE/dockerd.log" 2>&1 </dev/null &
+pid=$!
 for _ in $(seq 1 60); do
   if docker_ok; then
     log "engine: ready (server $(docker version -f '{{.Server.Version}}'))"
     exit 0
   fi
+  kill -0 "$pid" 2>/dev/null || break  # it exited: no point waiting
   sleep 1
 done
-tail -n 20 "$IMAGES_CACHE/dockerd.log" >&2 || true
-die "dockerd did not answer within 60 s (see $IMAGES_CACHE/dockerd.log)"
+tail -n 5 "$IMAGES_CACHE/dockerd.log" >&2 || true
+die "dockerd did not come up (see $IMAGES_CACHE/dockerd.log); DOCKER_HOST=${DOCKER_HOST:-default}"
