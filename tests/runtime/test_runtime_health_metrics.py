@@ -102,9 +102,12 @@ def test_two_workers_reload_everywhere_and_sum_metrics(tmp_path, start_server):
     srv = start_server(models, args=["--workers", "2"])
     srv.wait_live()
     deadline = time.monotonic() + 60
-    while srv.client.get("/v2/health/ready").status_code != 200:
+    # Readiness is per worker (each loads its own copy): wait until both have loaded,
+    # not just the one that happens to answer the probe.
+    while srv.logs().count('"message":"startup loading finished"') < 2:
         assert time.monotonic() < deadline, srv.logs()
         time.sleep(0.1)
+    assert srv.client.get("/v2/health/ready").status_code == 200
     pids = set(re.findall(r'"runtime starting".*?"pid":(\d+)', srv.logs()))
     body = {"model_name": "m", "features": {"f0": [1.0]}}
 
