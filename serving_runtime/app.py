@@ -91,8 +91,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "models_dir": str(settings.models_dir), "pid": os.getpid(),
             "inference_threads": settings.inference_threads,
             "allow_unsafe_loading": settings.allow_unsafe_loading})
-        spawn(registry.load_expected())
-        if broadcast is not None:
+        if broadcast is None:
+            spawn(registry.load_expected())  # liveness answers while models load
+        else:
+            # Several workers share one socket: a worker that has not finished start-up
+            # takes no connections, so loading first keeps a half-loaded worker from
+            # answering 503 while another one already reports ready.
+            await registry.load_expected()
             spawn(broadcast.watch(registry.reload))
         yield
         for task in list(background):
