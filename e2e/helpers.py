@@ -86,13 +86,14 @@ def tool_dirs() -> list[Path]:
 
 
 def tool_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """os.environ with the cached tool folders appended to PATH.
+    """os.environ with the cached tool folders (when built) in front of PATH.
 
-    Appended, not prepended: a kubectl/helm already on PATH (e.g. a kind user's) wins.
+    The pinned, cached versions win over whatever kubectl/helm the machine has; a kind user
+    who never ran e2e/cluster/build gets the tools from their own PATH.
     """
     env = dict(os.environ)
     existing = [str(d) for d in tool_dirs() if d.is_dir()]
-    env["PATH"] = os.pathsep.join([env.get("PATH", ""), *existing])
+    env["PATH"] = os.pathsep.join([*existing, env.get("PATH", "")])
     if extra:
         env.update(extra)
     return env
