@@ -201,3 +201,25 @@ def test_runtime_sigterm_drains_in_flight_requests(images, demo_models, start_co
     assert all(len(p) == len(demo_models.rows) for p in preds)
     assert state["ExitCode"] == 0 and not state["OOMKilled"], (state, logs(cid))
     assert drain_s < 30
+
+
+def test_runtime_two_workers_read_only(images, demo_models, start_container) -> None:
+    """WORKERS=2 (the documented fast setting on 2 cores) keeps its multiprocess state in
+    /tmp: it must work with a read-only root and stop cleanly on SIGTERM."""
+    cid, base = _serve(start_container, images.runtime, demo_models.folder, "-e", "WORKERS=2")
+    wait_http_ok(f"{base}/v2/health/ready", cid, timeout=120)
+    with httpx.Client(timeout=10) as client:
+        for _ in range(20):  # new connections spread over both workers
+            for name, expected in demo_models.expected.items():
+                r = client.post(f"{base}/predict", headers={"Connection": "close"},
+                                json={"model_name": name, "features": demo_models.features()})
+                assert r.status_code == 200, r.text
+                assert [str(p) for p in r.json()["prediction"]] == [str(p) for p in expected]
+    top = docker("top", cid, "-o", "pid,user,args").stdout
+    workers = [line for line in top.splitlines() if "multiprocessing-fork" in line]
+    assert len(workers) == 2, top
+    users = {line.split()[1] for line in top.splitlines()[1:]}
+    assert users == {str(APP_UID)}, top  # supervisor and workers alike
+    docker("kill", "--signal", "TERM", cid)
+    state = wait_exited(cid, timeout=30)
+    assert state["ExitCode"] == 0, (state, logs(cid))
