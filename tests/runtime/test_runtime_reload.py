@@ -26,7 +26,9 @@ def expected(bias: float) -> float:
     return float(linear(bias).predict(np.array([[1.0, 2.0]]))[0])
 
 
-def hammer(url: str, stop: threading.Event, results: list, errors: list) -> None:
+def hammer(url: str, stop: threading.Event, results: list, errors: list,
+           mine: list) -> None:
+    """Sequential requests from one client; `mine` keeps this thread's own order."""
     with httpx.Client(base_url=url, timeout=30) as c:
         for _ in range(20000):  # bounded; the test stops it long before
             if stop.is_set():
@@ -41,6 +43,7 @@ def hammer(url: str, stop: threading.Event, results: list, errors: list) -> None
             else:
                 body = r.json()
                 results.append((body["model_version"], body["prediction"][0]))
+                mine.append(body["model_version"])
 
 
 def wait_for(fn, timeout=30.0):
@@ -57,15 +60,19 @@ def test_hot_reload_under_load_then_failed_reload_keeps_old(tmp_path, start_serv
     models = tmp_path / "models"
     save_model(linear(100.0), models / "hot", version="1", feature_names=["a", "b"],
                sample=[[1.0, 2.0]])
-    srv = start_server(models)
+    # Load shedding (serving_runtime.fastpath, tested in tests/perf) answers 503 when this
+    # shared machine delays the event loop; it is off here because this test is about
+    # reload atomicity and must see every request answered.
+    srv = start_server(models, env={"N1V1_SHED_LAG_MS": "100000"})
     assert srv.wait_startup_done()["ready"]
     answers = {"1": expected(100.0), "2": expected(200.0)}
 
     stop = threading.Event()
     results: list = []
     errors: list = []
-    threads = [threading.Thread(target=hammer, args=(srv.url, stop, results, errors))
-               for _ in range(4)]
+    per_thread: list[list] = [[] for _ in range(4)]
+    threads = [threading.Thread(target=hammer, args=(srv.url, stop, results, errors, mine))
+               for mine in per_thread]
     for t in threads:
         t.start()
     try:
@@ -101,9 +108,11 @@ def test_hot_reload_under_load_then_failed_reload_keeps_old(tmp_path, start_serv
     # never a mixed answer: each version's prediction is its own
     for version, pred in results:
         assert pred == answers[version], (version, pred)
-    # once version 2 appeared, version 1 never came back
-    first2 = seen_versions.index("2")
-    assert "1" not in seen_versions[first2:]
+    # once a client saw version 2, it never saw version 1 again (requests of different
+    # threads overlap, so order is only meaningful per thread)
+    for mine in per_thread:
+        if "2" in mine:
+            assert "1" not in mine[mine.index("2"):]
 
     # the failure is visible, and the old version still serves
     assert health["ready"] is True
