@@ -49,10 +49,18 @@ class Result:
     p99: float
     errors: int
     non2xx: int
+    requests: int
+
+    @property
+    def ok_rps(self) -> float:
+        """Answered-with-2xx requests per second: shed (503) answers do not count."""
+        if not self.requests:
+            return 0.0
+        return self.rps * (self.requests - self.non2xx) / self.requests
 
     @property
     def rows_s(self) -> float:
-        return self.rps * self.rows_per_req
+        return self.ok_rps * self.rows_per_req
 
 
 def write_bodies(work: Path) -> None:
@@ -129,13 +137,14 @@ def measure(server: str, model: str, work: Path, duration: int,
             path, body = "/predict/batch", work / f"{model}.batch64.json"
         else:
             path, body = "/predict", work / f"{model}.{scen}.json"
-        if not post_ok(base + path, body):
+        if not any(post_ok(base + path, body) or time.sleep(1) for _ in range(10)):
             print(f"  {server} {model} {scen}: not answering 200, skipped", file=sys.stderr)
             continue
         r = _wrk(base, path, body, c, duration)
         out.append(Result(server, model, scen, c, rows, *r))
+        res = out[-1]
         print(f"  {server:8s} {model:6s} {scen:8s} c={c:<3d} rps={r[0]:9.1f} "
-              f"rows/s={r[0] * rows:10.1f} p50={r[1]:7.2f}ms p99={r[2]:8.2f}ms "
+              f"ok_rows/s={res.rows_s:10.1f} p50={r[1]:7.2f}ms p99={r[2]:8.2f}ms "
               f"err={r[3]} non2xx={r[4]}", file=sys.stderr)
     return out
 
@@ -146,10 +155,10 @@ def _wrk(base: str, path: str, body: Path, conns: int, duration: int) -> tuple[f
         ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", str(HERE / "post.lua"), base],
         env=env, capture_output=True, text=True, timeout=duration + 60)
     m = re.search(r"RESULT rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) errors=(\d+) "
-                  r"non2xx=(\d+)", out.stdout)
+                  r"non2xx=(\d+) requests=(\d+)", out.stdout)
     if not m:
         raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
-    return (float(m[1]), float(m[2]), float(m[3]), int(m[4]), int(m[5]))
+    return (float(m[1]), float(m[2]), float(m[3]), int(m[4]), int(m[5]), int(m[6]))
 
 
 def wait_ready(server: str, model: str, work: Path, proc: subprocess.Popen[bytes]) -> bool:
@@ -170,10 +179,10 @@ def wait_ready(server: str, model: str, work: Path, proc: subprocess.Popen[bytes
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| server | model | scenario | conns | req/s | rows/s | p50 ms | p99 ms | errors "
-             "| non-2xx |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| server | model | scenario | conns | req/s (2xx) | rows/s (2xx) | p50 ms | p99 ms "
+             "| socket errors | 503 shed / non-2xx |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.server} | {r.model} | {r.scenario} | {r.conns} | {r.rps:,.0f} | "
+        lines.append(f"| {r.server} | {r.model} | {r.scenario} | {r.conns} | {r.ok_rps:,.0f} | "
                      f"{r.rows_s:,.0f} | {r.p50:.2f} | {r.p99:.2f} | {r.errors} | {r.non2xx} |")
     return "\n".join(lines)
 
@@ -188,8 +197,8 @@ def targets(results: list[Result]) -> str:
     lines = []
     for model, factor in (("rf10", 20), ("xgb100", 10)):
         p, m = get("project", model, "single", 16), get("mlserver", model, "single", 16)
-        if p and m and m.rps > 0:
-            ratio = p.rps / m.rps
+        if p and m and m.ok_rps > 0:
+            ratio = p.ok_rps / m.ok_rps
             ok = ratio >= factor and p.p99 <= 5.0
             lines.append(f"- {model} single c=16: {ratio:.1f}x MLServer (target >= {factor}x), "
                          f"p99 {p.p99:.2f} ms (target <= 5): {'MET' if ok else 'NOT MET'}")
@@ -203,7 +212,7 @@ def targets(results: list[Result]) -> str:
             for scen in ("multi64", "batch64"):
                 q = get("project", model, scen, 16)
                 if q:
-                    ratio = q.rows_s / p.rps if p.rps else 0.0
+                    ratio = q.rows_s / p.ok_rps if p.ok_rps else 0.0
                     lines.append(f"- {model} {scen} c=16: {q.rows_s:,.0f} rows/s = {ratio:.1f}x "
                                  f"single-row rate (target >= 5x): "
                                  f"{'MET' if ratio >= 5 else 'NOT MET'}")

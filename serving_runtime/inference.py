@@ -199,12 +199,22 @@ def run_batch(prepared: list[PreparedPredict], batch_size: int | None) -> list[d
             out.append(run_predict(group[0]))
         else:
             labels, proba = model.predict(np.vstack([p.X for p in group]))
+            # Convert the group's outputs to lists once and slice those per request: the
+            # same values as format_outputs on each slice, without 64 small numpy calls.
+            label_l = labels.tolist()
+            with_proba = proba is not None and model.class_keys is not None
+            if with_proba:
+                conf_l = proba.max(axis=1).tolist()
+                cols = [(k, proba[:, i].tolist()) for i, k in enumerate(model.class_keys)]
             start = 0
             for p in group:
                 stop = start + p.n_rows
-                res = format_outputs(
-                    model, labels[start:stop], None if proba is None else proba[start:stop]
-                )
+                if with_proba:
+                    res = {"prediction": label_l[start:stop], "confidence": conf_l[start:stop],
+                           "probabilities": {k: c[start:stop] for k, c in cols}}
+                else:
+                    res = {"prediction": label_l[start:stop], "confidence": None,
+                           "probabilities": None}
                 res["correlation_id"] = p.correlation_id
                 res["model_version"] = model.version
                 res["latency_ms"] = (time.perf_counter() - p.started) * 1000.0

@@ -32,6 +32,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 SHED_LAG_S = float(os.environ.get("N1V1_SHED_LAG_MS", "20")) / 1000.0
 _PROBE_S = 0.005
 SHED_MIN_ARRIVALS = 4
+_PROBES_LATE = 3
 _V2_PREFIX = "/v2/models/"
 
 
@@ -63,15 +64,15 @@ class HotPathApp:
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        previous = 0.0
+        recent = [0.0] * _PROBES_LATE
         while True:
             t0 = loop.time()
             await asyncio.sleep(_PROBE_S)
-            late = max(0.0, loop.time() - t0 - _PROBE_S)
-            # two late probes in a row: one alone is often the OS scheduling another
-            # process, not a backlog of requests
-            self.lag = min(late, previous)
-            previous = late
+            recent.pop(0)
+            recent.append(max(0.0, loop.time() - t0 - _PROBE_S))
+            # several late probes in a row: one alone is often the OS scheduling another
+            # process (this machine is shared), not a backlog of requests
+            self.lag = min(recent)
             self.recent_arrivals, self._arrivals = self._arrivals, 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
