@@ -19,13 +19,21 @@ else
 fi
 "$here/wheels.sh"
 
+# The commit the images are built from; "-dirty" when the build inputs have local changes.
+revision=$(git -C "$REPO_ROOT" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+if [ "$revision" != unknown ] && ! git -C "$REPO_ROOT" diff --quiet HEAD -- pyproject.toml \
+    README.md serving_runtime operator/mlmodel_operator serving_runtime/Dockerfile \
+    operator/Dockerfile 2>/dev/null; then
+  revision=$revision-dirty
+fi
+
 build() {  # name dockerfile tag
   local started=$SECONDS
   log "build: $3 (from $2, base $BASE_IMAGE)"
   # --network host: the build needs no network (offline wheels), and the default bridge
   # would be one more thing to go wrong on a locked-down host.
   docker build --network host -q \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --build-arg REVISION="$revision" \
     -f "$REPO_ROOT/$2" -t "$3" "$REPO_ROOT" >"$IMAGES_CACHE/build-$1.log" 2>&1 \
     || { tail -n 30 "$IMAGES_CACHE/build-$1.log" >&2; die "docker build of $3 failed"; }
   log "build: $3 done in $((SECONDS - started)) s, $(docker image inspect -f '{{.Size}}' "$3" \

@@ -59,6 +59,7 @@ def test_runtime_image_config(images) -> None:
     labels = cfg["Labels"]
     assert labels["org.opencontainers.image.title"] == "n1v1-ml-serving"
     assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.revision"] not in ("", "unknown")
     assert "MODELS_DIR=/app/models" in cfg["Env"]
 
 
