@@ -76,7 +76,7 @@ def columns_to_matrix(
             f"each feature must be a list of numbers (one per row); not a list: {kinds}"
         )
     n_rows = len(cols[0])
-    if any(len(c) != n_rows for c in cols):
+    if len(set(map(len, cols))) != 1:
         lengths = ", ".join(f"{n}={len(c)}" for n, c in zip(feature_names, cols, strict=True))
         if any(len(c) == 0 for c in cols):
             empty = [n for n, c in zip(feature_names, cols, strict=True) if not c]
@@ -96,7 +96,8 @@ def columns_to_matrix(
         # the general path below, which names the offending features.
         vals = [c[0] for c in cols]
         try:
-            if all(type(v) in _NUMERIC_TYPES and math.isfinite(v) for v in vals):
+            # map() keeps the loops in C; the type check runs first (isfinite("x") raises)
+            if _NUMERIC_TYPES.issuperset(map(type, vals)) and all(map(math.isfinite, vals)):
                 return np.array([vals], dtype=np.float64)
         except OverflowError:  # an int beyond float range
             pass

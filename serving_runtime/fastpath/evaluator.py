@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -44,9 +45,10 @@ class Evaluator(ABC):
         X32 = np.asarray(X, dtype=np.float32)
         if X32.ndim != 2 or X32.shape[1] != self.n_features:
             raise ValueError(f"expected (rows, {self.n_features}) input, got {X32.shape}")
-        if not np.isfinite(X32).all():
-            return None
-        return X32.tolist()
+        rows = X32.tolist()
+        if len(rows) == 1:  # numpy's reduction costs more than a C-level map on one row
+            return rows if all(map(math.isfinite, rows[0])) else None
+        return rows if np.isfinite(X32).all() else None
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         rows = self.as_rows(X)

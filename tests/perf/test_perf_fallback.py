@@ -223,3 +223,25 @@ def test_a_late_loop_without_a_request_backlog_is_not_shed() -> None:
     app.lag, app.recent_arrivals = 0.5, 1
     sent = _call(app, "/predict")
     assert sent[0]["status"] == 200 and fake.calls == [("predict", {})]
+
+
+def test_values_beyond_float32_take_the_framework_path() -> None:
+    """The evaluator works on float32-rounded input; a value that overflows float32 must
+    get whatever the framework itself answers, not a compiled guess."""
+    booster = xgb.XGBClassifier(n_estimators=20).fit(X, Y).get_booster()
+    reference = XGBoostRuntime(booster)
+    runtime, status = accelerate(reference, model_name="x")
+    assert status.active
+    row = X[:1].copy()
+    row[0, 0] = 1e39  # finite in float64, inf in float32
+    calls: list[int] = []
+    original = reference.predict
+
+    def spy(data: np.ndarray) -> Any:
+        calls.append(len(data))
+        return original(data)
+
+    reference.predict = spy  # type: ignore[method-assign]
+    pred, proba = runtime.predict(row)
+    assert calls == [1]
+    np.testing.assert_array_equal(proba, original(row)[1])
