@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -61,8 +62,6 @@ class Images:
 
 @pytest.fixture(scope="session")
 def images(docker_engine: str) -> Images:
-    import os
-
     if os.environ.get("N1V1_SKIP_IMAGE_BUILD") != "1":
         proc = subprocess.run(
             [str(IMAGES_DIR / "build.sh")],

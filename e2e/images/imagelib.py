@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from e2e.helpers import REPO_ROOT, STATE_DIR, CommandError, run
+from e2e.helpers import REPO_ROOT, STATE_DIR, run
 
 IMAGES_DIR = REPO_ROOT / "images"
 MEASUREMENTS = STATE_DIR / "images" / "measurements.json"
@@ -120,7 +120,6 @@ def readable_by_app(path: Path) -> None:
 
 __all__ = [
     "APP_UID",
-    "CommandError",
     "IMAGES_DIR",
     "LABEL",
     "OPERATOR_IMAGE",

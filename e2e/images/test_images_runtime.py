@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from datetime import datetime
@@ -112,8 +113,6 @@ def test_runtime_image_fetch_entrypoint_as_init_container(
     emptyDir at /app/models; here the emptyDir is a host folder owned by UID 10001."""
     dest = tmp_path / "models"
     dest.mkdir()
-    import os
-
     os.chown(dest, APP_UID, APP_UID)
     out = docker(
         "run", "--rm", *HARDENED,
