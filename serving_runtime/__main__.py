@@ -69,6 +69,11 @@ def serve(argv: Sequence[str]) -> int:
         # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/fastpath)
         uvicorn.run(with_hot_path(create_app(settings)), **common)
         return 0
+    if "inference_threads" not in overrides and "INFERENCE_THREADS" not in os.environ:
+        # the CPUs are shared by the worker processes: no oversubscription by default
+        from serving_runtime.settings import available_cpus
+
+        settings.inference_threads = max(1, available_cpus() // settings.workers)
     # Worker processes rebuild the settings from the environment: hand them the flags.
     for field, env in ENV_OF_FLAG.items():
         os.environ[env] = str(getattr(settings, field))
