@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 from . import handlers
 from .apply import Kube
 from .settings import OperatorSettings, load_settings
+from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("mlmodel_operator")
 
@@ -30,7 +31,15 @@ def run(settings: OperatorSettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    handlers.configure(settings, _kube_client())
+    kube = _kube_client()
+    if not kube.has_resource(f"{GROUP}/{VERSION}", PLURAL):
+        # Without the CRD there is nothing to watch; exiting lets the pod restart until the
+        # chart (or kubectl apply -f crds/) has installed it.
+        log.error(
+            "the %s/%s %s resource is not served: install crds/ first", GROUP, VERSION, PLURAL
+        )
+        raise SystemExit(1)
+    handlers.configure(settings, kube)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     namespaces = settings.namespace_list()

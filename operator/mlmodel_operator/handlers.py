@@ -63,6 +63,11 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Only problems become kopf's own Events; ours say what was done.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    if STATE.settings.namespace_list():
+        # Exact namespace names: kopf's namespace (and CRD) scanning would only add a
+        # cluster-wide list/watch the operator does not need; __main__ checks at start that
+        # the MLModel CRD is served instead.
+        settings.scanning.disabled = True
     settings.execution.max_workers = 8
 
 
