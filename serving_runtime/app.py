@@ -233,7 +233,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         golden sample.json when present) and swaps it in; on failure the old version keeps
         serving and /health, /metrics and the logs say why."""
         cid = request.headers.get("x-correlation-id") or new_correlation_id()
-        if not registry.has_folder(model_name):
+        # A served model whose folder vanished still gets a reload attempt: it fails,
+        # the old version keeps serving, and /health says why (a 404 would be a lie).
+        if model_name not in registry.models and not registry.has_folder(model_name):
             return native_error(ModelNotFoundError(model_name), cid)
         if broadcast is not None:
             broadcast.announce(model_name)  # every worker process reloads

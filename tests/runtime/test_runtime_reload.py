@@ -179,3 +179,20 @@ def test_reload_adds_a_model_placed_after_start(tmp_path, start_server):
         "/predict", json={"model_name": "later", "features": FEATS}).status_code == 200)
     r = srv.client.post("/predict", json={"model_name": "later", "features": FEATS}).json()
     assert r["model_version"] == "7" and r["prediction"][0] == expected(5.0)
+
+
+def test_reload_after_folder_removed_keeps_serving(tmp_path, start_server):
+    import shutil
+
+    models = tmp_path / "models"
+    save_model(linear(2.0), models / "gone", version="1", feature_names=["a", "b"])
+    srv = start_server(models)
+    assert srv.wait_startup_done()["ready"]
+    shutil.rmtree(models / "gone")
+    r = srv.client.post("/reload/gone")
+    assert r.status_code == 202, r.text
+    h = wait_for(lambda: (h := srv.client.get("/health").json())["status"] == "degraded" and h)
+    assert "model gone: reload failed" in h["reasons"][0]
+    assert "still serving version 1" in h["reasons"][0]
+    r = srv.client.post("/predict", json={"model_name": "gone", "features": FEATS})
+    assert r.status_code == 200 and r.json()["prediction"][0] == expected(2.0)
