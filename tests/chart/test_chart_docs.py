@@ -53,7 +53,7 @@ def test_root_readme_chart_section_has_the_same_table():
 
 def test_readme_rbac_table_matches_the_rendered_cluster_role():
     text = (CHART / "README.md").read_text()
-    block = text.split("## RBAC", 1)[1].split("Cluster-scoped rules", 1)[0]
+    block = text.split("## RBAC", 1)[1].split("Cluster-wide (no", 1)[0]
     documented = set()
     for line in block.splitlines():
         m = re.match(r"^\| (`?[\w.]+`?|core) \| `([\w/]+)` \| ([a-z, ]+) \|", line)
@@ -68,7 +68,7 @@ def test_readme_rbac_table_matches_the_rendered_cluster_role():
 def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
     """operator/RBAC.md's table as (group, resource, verb) triples, by condition."""
     text = (REPO_ROOT / "operator" / "RBAC.md").read_text()
-    out: dict[str, set[tuple[str, str, str]]] = {"always": set(), "namespaced": set(),
+    out: dict[str, set[tuple[str, str, str]]] = {"always": set(), "clusterwide": set(),
                                                  "peering-cluster": set(),
                                                  "peering-namespaced": set()}
     for line in text.splitlines():
@@ -83,7 +83,7 @@ def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
                 key = "peering-cluster" if r.startswith("cluster") else "peering-namespaced"
                 out[key] |= {(group, r, v) for v in verbs}
             continue
-        key = "namespaced" if "only when `OPERATOR_NAMESPACES`" in cells[3] else "always"
+        key = "clusterwide" if "cluster-wide mode only" in cells[3] else "always"
         out[key] |= {(group, r, v) for r in resources for v in verbs}
     return out
 
@@ -97,19 +97,21 @@ def granted(values: dict) -> set[tuple[str, str, str]]:
 def test_rbac_md_parses():
     md = rbac_md_rules()
     assert ("serving.n1v1.io", "mlmodels/status", "patch") in md["always"]
-    assert ("", "namespaces", "watch") in md["namespaced"]
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in md["clusterwide"]
+    assert not any(r == "namespaces" for _, r, _ in set().union(*md.values()))
     assert ("kopf.dev", "kopfpeerings", "patch") in md["peering-namespaced"]
 
 
 def test_chart_grants_exactly_rbac_md_cluster_wide():
     md = rbac_md_rules()
-    assert granted({}) == md["always"]
-    assert granted({"peering": {"enabled": True}}) == md["always"] | md["peering-cluster"]
+    assert granted({}) == md["always"] | md["clusterwide"]
+    assert granted({"peering": {"enabled": True}}) == \
+        md["always"] | md["clusterwide"] | md["peering-cluster"]
 
 
 def test_chart_grants_exactly_rbac_md_per_namespace():
     md = rbac_md_rules()
     ns = {"operator": {"watchNamespaces": ["a"]}}
-    assert granted(ns) == md["always"] | md["namespaced"]
+    assert granted(ns) == md["always"]
     assert granted({**ns, "peering": {"enabled": True}}) == \
-        md["always"] | md["namespaced"] | md["peering-namespaced"]
+        md["always"] | md["peering-namespaced"]

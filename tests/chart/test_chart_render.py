@@ -190,9 +190,8 @@ def test_watch_namespaces_gives_roles_per_namespace():
                                       "kind": "Role", "name": FULLNAME}
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
-    # Nothing namespaced is granted cluster-wide when namespaces are listed.
-    cluster = rule_set(one(docs, "ClusterRole")["rules"])
-    assert {r for _, r, _ in cluster} <= {"customresourcedefinitions", "namespaces"}
+    # Nothing at all is granted cluster-wide when namespaces are listed.
+    assert find(docs, "ClusterRole") == [] and find(docs, "ClusterRoleBinding") == []
     assert len(find(docs, "Role")) == 2
 
 
@@ -253,8 +252,7 @@ def test_peering_namespaced():
         assert ("kopf.dev", "kopfpeerings", "patch") in rule_set(
             one(docs, "Role", FULLNAME, ns)["rules"])
     assert find(docs, "ClusterKopfPeering") == []
-    assert not any(r == "clusterkopfpeerings"
-                   for _, r, _ in rule_set(one(docs, "ClusterRole")["rules"]))
+    assert find(docs, "ClusterRole") == []
 
 
 def test_peering_off_grants_no_peering_access(default_docs):

@@ -48,14 +48,11 @@ namespace.
 {{- end }}
 
 {{- define "mlmodel-operator.rules.cluster" -}}
-# kopf watches CRDs to notice served resources appearing and disappearing.
+{{- if not .Values.operator.watchNamespaces }}
+# Cluster-wide kopf watches CRDs to notice served resources appearing and disappearing
+# (with a namespace list the operator turns kopf's scanning off and needs none of this).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["list", "watch"]
-{{- if .Values.operator.watchNamespaces }}
-# kopf lists/watches namespaces to match its namespace list when not cluster-wide.
-- apiGroups: [""]
-  resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
 {{- if and .Values.peering.enabled (not .Values.operator.watchNamespaces) }}
