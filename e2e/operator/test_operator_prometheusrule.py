@@ -1,0 +1,93 @@
+"""With the monitoring.coreos.com PrometheusRule CRD served, the rules go into a
+PrometheusRule (and the ConfigMap fallback is removed); without it, into the ConfigMap."""
+
+from __future__ import annotations
+
+import yaml
+
+from e2e.helpers import kubectl, wait_for
+
+CRD = "prometheusrules.monitoring.coreos.com"
+# Enough of prometheus-operator's CRD for the API server to serve the kind.
+MINIMAL_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": CRD, "labels": {"n1v1.io/e2e": "true"}},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PrometheusRule",
+            "plural": "prometheusrules",
+            "singular": "prometheusrule",
+            "listKind": "PrometheusRuleList",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def test_prometheusrule_when_the_crd_is_served(
+    run_operator, mlmodels, namespace, kubeconfig, base_mlmodel
+):
+    had_crd = kubectl("get", "crd", CRD, kubeconfig=kubeconfig, check=False).returncode == 0
+    run_operator(namespace)
+    mlmodels.apply(base_mlmodel("iris"))
+    if not had_crd:
+        wait_for(
+            lambda: mlmodels.get("configmap", "iris-alert-rules"),
+            describe="ConfigMap fallback while the CRD is missing",
+        )
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(MINIMAL_CRD), kubeconfig=kubeconfig)
+    try:
+        kubectl(
+            "wait",
+            "--for=condition=Established",
+            f"crd/{CRD}",
+            "--timeout=60s",
+            kubeconfig=kubeconfig,
+        )
+        # Picked up by the next reconcile after the 30 s discovery cache (resync timer or an
+        # MLModel change); nudge with a change so the test does not wait for the timer.
+        mlmodels.kubectl(
+            "patch",
+            "mlm",
+            "iris",
+            "--type=merge",
+            "-p",
+            '{"spec":{"alerting":{"latencyP95ThresholdMilliseconds":150}}}',
+        )
+        rule = wait_for(
+            lambda: mlmodels.get("prometheusrule", "iris"),
+            timeout=90,
+            describe="PrometheusRule iris",
+            interval=2,
+        )
+        mlm = mlmodels.mlm("iris")
+        assert [r["uid"] for r in rule["metadata"]["ownerReferences"]] == [mlm["metadata"]["uid"]]
+        alerts = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+        assert alerts["MLModelHighLatencyP95"]["expr"].endswith("> 0.15")
+        wait_for(
+            lambda: mlmodels.get("configmap", "iris-alert-rules") is None,
+            timeout=90,
+            describe="ConfigMap fallback removed once the PrometheusRule exists",
+        )
+        wait_for(
+            lambda: mlmodels.mlm("iris")["status"].get("alertRules") == "PrometheusRule/iris",
+            describe="status.alertRules",
+        )
+    finally:
+        if not had_crd:
+            kubectl("delete", "crd", CRD, "--wait=false", kubeconfig=kubeconfig, check=False)
