@@ -4,11 +4,14 @@ answers, and a failed reload keeps the old version serving and says so."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
 import httpx
 import numpy as np
+import pytest
+from runtime_helpers import RuntimeServer
 from sklearn.linear_model import LinearRegression
 
 from serving_runtime import save_model
@@ -137,40 +140,53 @@ def test_hot_reload_under_load_then_failed_reload_keeps_old(tmp_path, start_serv
     assert r["prediction"][0] == expected(300.0)
 
 
-def test_golden_sample_mismatch_refuses_reload(tmp_path, start_server):
-    models = tmp_path / "models"
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the reload cases below; each uses its own model name."""
+    models = tmp_path_factory.mktemp("reload") / "models"
     save_model(linear(1.0), models / "gold", version="1", feature_names=["a", "b"],
                sample=[[1.0, 2.0]])
-    srv = start_server(models)
-    assert srv.wait_startup_done()["ready"]
+    save_model(linear(1.0), models / "first", version="1", feature_names=["a", "b"])
+    save_model(linear(2.0), models / "gone", version="1", feature_names=["a", "b"])
+    srv = RuntimeServer(models, log_path=models.parent / "server.log")
+    try:
+        assert srv.wait_startup_done()["ready"]
+        yield srv, models
+    finally:
+        srv.stop()
+
+
+def reason_about(srv, name: str) -> str | None:
+    """The /health reason about model `name`, once there is one."""
+    doc = srv.client.get("/health").json()
+    return next((r for r in doc["reasons"] if r.startswith(f"model {name}:")), None)
+
+
+def test_golden_sample_mismatch_refuses_reload(shared):
+    srv, models = shared
     # the sample's expected output no longer matches what the model predicts
     sample_path = models / "gold" / "sample.json"
     sample = json.loads(sample_path.read_text())
     sample["expected"]["prediction"] = [999.0]
     sample_path.write_text(json.dumps(sample))
     assert srv.client.post("/reload/gold").status_code == 202
-    h = wait_for(lambda: (h := srv.client.get("/health").json())["status"] == "degraded" and h)
-    assert "golden check failed" in h["reasons"][0]
+    reason = wait_for(lambda: reason_about(srv, "gold"))
+    assert "golden check failed" in reason and "still serving version 1" in reason
+    assert srv.client.get("/health").json()["status"] == "degraded"
     r = srv.client.post("/predict", json={"model_name": "gold", "features": FEATS})
     assert r.status_code == 200 and r.json()["prediction"][0] == expected(1.0)
 
 
-def test_reload_unknown_model_is_404(tmp_path, start_server):
-    models = tmp_path / "models"
-    save_model(linear(1.0), models / "m", version="1", feature_names=["a", "b"])
-    srv = start_server(models)
-    srv.wait_startup_done()
+def test_reload_unknown_model_is_404(shared):
+    srv, _ = shared
     r = srv.client.post("/reload/ghost")
     assert r.status_code == 404 and r.json()["detail"] == "Model ghost not found"
     r = srv.client.post("/reload/Not_A_Name")
     assert r.status_code == 404 and r.json()["detail"] == "Model Not_A_Name not found"
 
 
-def test_reload_adds_a_model_placed_after_start(tmp_path, start_server):
-    models = tmp_path / "models"
-    save_model(linear(1.0), models / "first", version="1", feature_names=["a", "b"])
-    srv = start_server(models)
-    srv.wait_startup_done()
+def test_reload_adds_a_model_placed_after_start(shared):
+    srv, models = shared
     r = srv.client.post("/predict", json={"model_name": "later", "features": FEATS})
     assert r.status_code == 404
     save_model(linear(5.0), models / "later", version="7", feature_names=["a", "b"])
@@ -181,18 +197,12 @@ def test_reload_adds_a_model_placed_after_start(tmp_path, start_server):
     assert r["model_version"] == "7" and r["prediction"][0] == expected(5.0)
 
 
-def test_reload_after_folder_removed_keeps_serving(tmp_path, start_server):
-    import shutil
-
-    models = tmp_path / "models"
-    save_model(linear(2.0), models / "gone", version="1", feature_names=["a", "b"])
-    srv = start_server(models)
-    assert srv.wait_startup_done()["ready"]
+def test_reload_after_folder_removed_keeps_serving(shared):
+    srv, models = shared
     shutil.rmtree(models / "gone")
     r = srv.client.post("/reload/gone")
     assert r.status_code == 202, r.text
-    h = wait_for(lambda: (h := srv.client.get("/health").json())["status"] == "degraded" and h)
-    assert "model gone: reload failed" in h["reasons"][0]
-    assert "still serving version 1" in h["reasons"][0]
+    reason = wait_for(lambda: reason_about(srv, "gone"))
+    assert "reload failed" in reason and "still serving version 1" in reason
     r = srv.client.post("/predict", json={"model_name": "gone", "features": FEATS})
     assert r.status_code == 200 and r.json()["prediction"][0] == expected(2.0)
