@@ -45,27 +45,28 @@ def _num(value: float) -> str:
     return repr(v)
 
 
-def tree_source(
-    name: str, tree: FlatTree, op: str, leaf_source: Callable[[int], str]
-) -> tuple[str, int]:
-    """Source of `def name(x): ...` for one tree; returns (source, depth)."""
+def tree_block(
+    tree: FlatTree, op: str, leaf_stmt: Callable[[int], str], indent: int = 1
+) -> tuple[list[str], int]:
+    """Source lines of one tree as nested `if`/`else` starting at `indent`; each leaf
+    becomes `leaf_stmt(node)` (e.g. `return 0.5` or `a += 0.5`). Returns (lines, depth)."""
     if op not in ("<=", "<"):
         raise ValueError(op)
-    lines = [f"def {name}(x):"]
+    lines: list[str] = []
     max_depth = 0
     # Iterative pre-order walk: the trees may be deeper than Python's recursion limit.
-    stack: list[tuple[int, int, str | None]] = [(0, 1, None)]
+    stack: list[tuple[int, int, str | None]] = [(0, indent, None)]
     while stack:
         node, depth, prefix = stack.pop()
         if prefix is not None:
             lines.append(prefix)
-        if depth > MAX_DEPTH:
+        if depth - indent >= MAX_DEPTH:
             raise NotCompilable(f"tree deeper than {MAX_DEPTH}")
-        max_depth = max(max_depth, depth)
+        max_depth = max(max_depth, depth - indent + 1)
         pad = " " * depth
         left = int(tree.left[node])
         if left == -1:
-            lines.append(f"{pad}return {leaf_source(node)}")
+            lines.append(f"{pad}{leaf_stmt(node)}")
             continue
         lines.append(
             f"{pad}if x[{int(tree.feature[node])}] {op} {_num(tree.threshold[node])}:"
@@ -73,7 +74,15 @@ def tree_source(
         # pushed in reverse: left subtree first, then "else:" + right subtree
         stack.append((int(tree.right[node]), depth + 1, f"{pad}else:"))
         stack.append((left, depth + 1, None))
-    return "\n".join(lines), max_depth
+    return lines, max_depth
+
+
+def tree_source(
+    name: str, tree: FlatTree, op: str, leaf_source: Callable[[int], str]
+) -> tuple[str, int]:
+    """Source of `def name(x): ...` returning `leaf_source(node)`; returns (source, depth)."""
+    lines, depth = tree_block(tree, op, lambda n: f"return {leaf_source(n)}")
+    return "\n".join([f"def {name}(x):", *lines]), depth
 
 
 def compile_functions(sources: Sequence[str], names: Sequence[str], label: str) -> list[Any]:
