@@ -3,6 +3,7 @@ controller-manager and scheduler; kwok plays the kubelet)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -228,6 +229,39 @@ def test_autoscaling_creates_and_removes_the_hpa(run_operator, mlmodels, namespa
         lambda: mlmodels.get("deployment", "iris")["spec"]["replicas"] == 1,
         describe="fixed replicas back",
     )
+
+
+def test_switching_to_autoscaling_keeps_the_replica_count(
+    run_operator, mlmodels, namespace, base_mlmodel
+):
+    run_operator(namespace)
+    mlmodels.apply(base_mlmodel("iris", serving={"replicas": 3}))
+    mlmodels.wait_ready("iris")
+    mlmodels.kubectl(
+        "patch",
+        "mlm",
+        "iris",
+        "--type=merge",
+        "-p",
+        '{"spec":{"serving":{"autoscaling":{"enabled":true,"minReplicas":2,"maxReplicas":5}}}}',
+    )
+    wait_for(lambda: mlmodels.get("hpa", "iris"), describe="HPA iris")
+    # Without metrics the HPA never scales down, so 3 must stay 3: the operator handed the
+    # field over instead of dropping it (which would reset the Deployment to 1 replica).
+    seen = set()
+    for _ in range(10):
+        seen.add(mlmodels.get("deployment", "iris")["spec"]["replicas"])
+        time.sleep(0.5)
+    assert seen == {3}, seen
+    dep = json.loads(
+        mlmodels.kubectl("get", "deployment", "iris", "-o", "json", "--show-managed-fields").stdout
+    )
+    owners = {
+        m["manager"]
+        for m in dep["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    assert "n1v1-mlmodel-operator" not in owners, owners
 
 
 def test_deleted_and_hand_edited_children_are_repaired(

@@ -41,6 +41,34 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
+
+
+def owns_field(obj: dict[str, Any], manager: str, *path: str) -> bool:
+    """Whether `manager` (by server-side apply) owns the field at `path` of `obj`."""
+    for entry in obj.get("metadata", {}).get("managedFields", []) or []:
+        if entry.get("manager") != manager or entry.get("operation") != "Apply":
+            continue
+        node = entry.get("fieldsV1") or {}
+        for key in path:
+            node = node.get(f"f:{key}") if isinstance(node, dict) else None
+            if node is None:
+                break
+        else:
+            return True
+    return False
+
+
+def needs_replicas_handover(manifest: dict[str, Any], live: dict[str, Any]) -> bool:
+    """A Deployment apply without spec.replicas while we still own the live replicas."""
+    return (
+        manifest.get("kind") == "Deployment"
+        and "replicas" not in manifest.get("spec", {})
+        and live.get("spec", {}).get("replicas") is not None
+        and owns_field(live, FIELD_MANAGER, "spec", "replicas")
+    )
+
+
 class NotOwnedError(RuntimeError):
     """A child's name is taken by an object this MLModel does not control."""
 
@@ -117,6 +145,22 @@ class Kube:
             raise NotOwnedError(
                 f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
                 "controlled by this MLModel; rename or delete it"
+            )
+        if live is not None and needs_replicas_handover(manifest, live):
+            # Autoscaling was just switched on. Dropping spec.replicas from our apply would
+            # delete the field (we are its only owner) and the Deployment would fall back to
+            # 1 replica until the HPA reacts; a second manager keeps the current count.
+            self.request(
+                "PATCH",
+                path,
+                body={
+                    "apiVersion": manifest["apiVersion"],
+                    "kind": manifest["kind"],
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    "spec": {"replicas": live["spec"]["replicas"]},
+                },
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", HANDOVER_MANAGER), ("force", "true")],
             )
         out = self.request(
             "PATCH",

@@ -7,13 +7,26 @@ from mlmodel_operator.settings import OperatorSettings, load_settings
 
 
 def test_defaults_are_the_contract(monkeypatch):
-    for k in ("NAMESPACES", "RUNTIME_IMAGE", "PEERING_NAME", "HEALTH_PORT", "METRICS_PORT",
-              "LOG_LEVEL", "RESYNC_SECONDS"):
+    for k in (
+        "NAMESPACES",
+        "RUNTIME_IMAGE",
+        "PEERING_NAME",
+        "HEALTH_PORT",
+        "METRICS_PORT",
+        "LOG_LEVEL",
+        "RESYNC_SECONDS",
+    ):
         monkeypatch.delenv(f"OPERATOR_{k}", raising=False)
     s = load_settings([])
-    assert s == OperatorSettings(namespaces="", runtime_image="n1v1-ml-serving:0.1.0",
-                                 peering_name="", health_port=8080, metrics_port=9090,
-                                 log_level="info", resync_seconds=60.0)
+    assert s == OperatorSettings(
+        namespaces="",
+        runtime_image="n1v1-ml-serving:0.1.0",
+        peering_name="",
+        health_port=8080,
+        metrics_port=9090,
+        log_level="info",
+        resync_seconds=60.0,
+    )
     assert s.namespace_list() == []
 
 

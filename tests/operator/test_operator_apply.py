@@ -1,0 +1,64 @@
+"""Pure helpers of apply.py: field ownership and the replicas hand-over to the HPA."""
+
+from __future__ import annotations
+
+from mlmodel_operator.apply import (
+    FIELD_MANAGER,
+    controlled_by,
+    needs_replicas_handover,
+    owns_field,
+    path_for,
+)
+
+
+def live(manager: str = FIELD_MANAGER, operation: str = "Apply", replicas: int | None = 3):
+    fields = {"f:spec": {"f:template": {}, **({"f:replicas": {}} if replicas else {})}}
+    return {
+        "metadata": {
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}}},
+                },
+                {"manager": manager, "operation": operation, "fieldsV1": fields},
+            ]
+        },
+        "spec": {"replicas": replicas},
+    }
+
+
+AUTOSCALED = {"kind": "Deployment", "spec": {"template": {}}}
+FIXED = {"kind": "Deployment", "spec": {"replicas": 2, "template": {}}}
+
+
+def test_owns_field():
+    assert owns_field(live(), FIELD_MANAGER, "spec", "replicas")
+    assert not owns_field(live(), FIELD_MANAGER, "spec", "selector")
+    assert not owns_field(live(operation="Update"), FIELD_MANAGER, "spec", "replicas")
+    assert not owns_field(live(manager="kubectl"), FIELD_MANAGER, "spec", "replicas")
+    assert not owns_field(live(replicas=None), FIELD_MANAGER, "spec", "replicas")
+
+
+def test_handover_only_when_switching_to_autoscaling():
+    assert needs_replicas_handover(AUTOSCALED, live())
+    assert not needs_replicas_handover(FIXED, live())  # we keep setting replicas
+    assert not needs_replicas_handover(AUTOSCALED, live(manager="someone-else"))  # done before
+    assert not needs_replicas_handover({"kind": "Service", "spec": {}}, live())
+
+
+def test_controlled_by_and_paths():
+    obj = {
+        "metadata": {
+            "ownerReferences": [
+                {"uid": "u1", "controller": True},
+                {"uid": "u2", "controller": False},
+            ]
+        }
+    }
+    assert controlled_by(obj, "u1") and not controlled_by(obj, "u2")
+    assert not controlled_by({"metadata": {}}, "u1")
+    assert (
+        path_for("apps/v1", "Deployment", "ns", "d") == "/apis/apps/v1/namespaces/ns/deployments/d"
+    )
+    assert path_for("v1", "ConfigMap", "ns") == "/api/v1/namespaces/ns/configmaps"
