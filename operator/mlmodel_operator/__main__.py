@@ -31,6 +31,10 @@ def run(settings: OperatorSettings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level.lower() != "debug":
+        # kopf logs every child watch event's handler at INFO; our own log lines say what
+        # was actually changed, so keep kopf's per-object chatter for debug runs.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kube = _kube_client()
     if not kube.has_resource(f"{GROUP}/{VERSION}", PLURAL):
         # Without the CRD there is nothing to watch; exiting lets the pod restart until the
