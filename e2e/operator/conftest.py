@@ -1,7 +1,7 @@
 """Fixtures for the operator's e2e tests.
 
-- ``operator_kubeconfig`` (session): the CRD from crds/ is installed; returns the kubeconfig
-  the operator process runs with.
+- ``operator_kubeconfig`` (session): the chart is installed (with the CRD); returns the
+  chart ServiceAccount's kubeconfig, which the operator process runs with.
 - ``run_operator`` (function): factory ``run_operator(namespace, **settings) -> OperatorProcess``
   starting ``python -m mlmodel_operator`` watching that namespace; logs are printed at
   teardown (pytest shows them when the test fails); every process is stopped afterwards.
@@ -27,31 +27,20 @@ CRD_NAME = "mlmodels.serving.n1v1.io"
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(kubeconfig: Path) -> Path:
-    """The kubeconfig the operator runs with, after the MLModel CRD is installed.
+def operator_kubeconfig(
+    kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The kubeconfig the operator runs with: the Helm chart's ServiceAccount.
 
-    ONE PLACE TO CHANGE: for now this applies crds/ directly and returns the ADMIN
-    kubeconfig. The chart engineer replaces the body with "helm install the chart (which
-    carries the CRD and the ClusterRole derived from operator/RBAC.md), then return
-    sa_kubeconfig-style credentials of the chart's ServiceAccount", so that every operator
-    e2e test also proves the RBAC list is complete.
+    Installs charts/mlmodel-operator (its CRDs, and the ClusterRole derived from
+    operator/RBAC.md) and returns a kubeconfig holding a `kubectl create token` token of the
+    chart's ServiceAccount, so every operator e2e test also proves the RBAC list is complete
+    (see e2e/chart/chart_release.py; the release is uninstalled after the session).
     """
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(REPO_ROOT / "crds"),
-        kubeconfig=kubeconfig,
-    )
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        f"crd/{CRD_NAME}",
-        "--timeout=60s",
-        kubeconfig=kubeconfig,
-    )
-    return kubeconfig
+    from e2e.chart.chart_release import chart_operator_identity
+
+    with chart_operator_identity(kubeconfig, tmp_path_factory.mktemp("chart")) as sa_config:
+        yield sa_config
 
 
 def _free_port() -> int:
