@@ -374,3 +374,21 @@ def test_operator_metrics_and_health(run_operator, mlmodels, namespace, base_mlm
         == 1.0
     )
     assert op.healthy()
+
+
+def test_pods_that_cannot_be_created_are_reported(run_operator, mlmodels, namespace, base_mlmodel):
+    # A quota of zero pods: the ReplicaSet's creates are refused by admission.
+    mlmodels.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-pods"},
+            "spec": {"hard": {"pods": "0"}},
+        }
+    )
+    run_operator(namespace)
+    mlmodels.apply(base_mlmodel("iris"))
+    mlm = mlmodels.wait_condition("iris", "Ready", "False", "ReplicaFailure", timeout=120)
+    ready = next(c for c in mlm["status"]["conditions"] if c["type"] == "Ready")
+    assert "exceeded quota" in ready["message"], ready
+    assert mlmodels.condition("iris", "ModelServing")["status"] == "False"

@@ -65,6 +65,7 @@ class Rollout:
     complete: bool
     stuck: bool
     pending: str | None  # why the controller has not acted on the latest template yet
+    replica_failure: str | None = None  # e.g. pods refused by admission (PodSecurity, quota)
 
 
 def rollout_state(dep: dict[str, Any], spec_version: str | None) -> Rollout:
@@ -97,8 +98,22 @@ def rollout_state(dep: dict[str, Any], spec_version: str | None) -> Rollout:
         and available >= desired
         and ready >= desired
     )
+    failure = _dep_condition(dep, "ReplicaFailure")
+    replica_failure = (
+        failure.get("message") or failure.get("reason") or "ReplicaFailure"
+        if failure and failure.get("status") == "True"
+        else None
+    )
     return Rollout(
-        desired, ready, updated, total, available, complete, stuck and not complete, pending
+        desired,
+        ready,
+        updated,
+        total,
+        available,
+        complete,
+        stuck and not complete,
+        pending,
+        replica_failure,
     )
 
 
@@ -174,6 +189,10 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
             ready_ok = True
             ready_reason = "AllReplicasReady"
             ready_msg = f"{r.ready}/{r.desired} pod(s) of version {obs.spec_version} ready"
+        elif r.replica_failure:
+            # The ReplicaSet cannot even create pods: say why (admission's own message).
+            ready_reason = "ReplicaFailure"
+            ready_msg = f"pods of version {obs.spec_version} cannot be created: {r.replica_failure}"
         elif r.stuck:
             ready_reason = "RolloutStuck"
             ready_msg = (

@@ -99,6 +99,22 @@ def test_stuck_rollout_is_never_ready():
     assert st["servedVersion"] == "1.0.0"
 
 
+def test_pods_refused_by_admission_say_why():
+    d = dep(ready=0, updated=0, total=0, available=0)
+    d["status"]["conditions"].append(
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": 'pods "fraud-x" is forbidden: violates PodSecurity "restricted:latest"',
+        }
+    )
+    st = status(d)
+    r = cond(st, "Ready")
+    assert (r["status"], r["reason"]) == ("False", "ReplicaFailure")
+    assert "violates PodSecurity" in r["message"]
+
+
 def test_controller_not_caught_up_is_pending_even_if_counts_look_fine():
     st = status(dep(gen=6, observed=5))
     assert (cond(st, "Ready")["status"], cond(st, "Ready")["reason"]) == ("False", "RolloutPending")
