@@ -392,3 +392,27 @@ def test_pods_that_cannot_be_created_are_reported(run_operator, mlmodels, namesp
     ready = next(c for c in mlm["status"]["conditions"] if c["type"] == "Ready")
     assert "exceeded quota" in ready["message"], ready
     assert mlmodels.condition("iris", "ModelServing")["status"] == "False"
+
+
+def test_a_foreign_object_with_a_child_name_is_left_alone(
+    run_operator, mlmodels, namespace, base_mlmodel
+):
+    mlmodels.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "iris"},
+            "spec": {
+                "selector": {"app": "someone-else"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        }
+    )
+    run_operator(namespace)
+    mlmodels.apply(base_mlmodel("iris"))
+    mlm = mlmodels.wait_condition("iris", "Ready", "False", "ChildNotOwned")
+    ready = next(c for c in mlm["status"]["conditions"] if c["type"] == "Ready")
+    assert f"Service {namespace}/iris" in ready["message"]
+    svc = mlmodels.get("service", "iris")
+    assert svc["spec"]["selector"] == {"app": "someone-else"}
+    assert not svc["metadata"].get("ownerReferences")
