@@ -19,10 +19,11 @@ from serving_runtime.fastpath.codegen import (
     FlatTree,
     NotCompilable,
     compile_functions,
-    tree_source,
+    tree_block,
 )
 from serving_runtime.fastpath.evaluator import Evaluator
 
+_CHUNK_LINES = 4000  # generated lines per function: keeps compile time and frames small
 _SIGMOID = {"binary:logistic", "reg:logistic"}
 _IDENTITY = {"reg:squarederror", "reg:squaredlogerror", "reg:pseudohubererror",
              "reg:absoluteerror", "reg:linear"}
@@ -72,7 +73,9 @@ class XGBoostTreeEvaluator(Evaluator):
         self.has_proba = self.is_classifier and self.objective != "multi:softmax"
         self.name = f"python-codegen:xgboost[{len(trees)} trees, {self.objective}]"
 
-        sources, names = [], []
+        # Trees are inlined into a few "chunk" functions returning their leaf values as a
+        # tuple: one Python call per chunk instead of one per tree.
+        sources, names, body, chunk_vars = [], [], [], []
         lo = np.full(self.n_features, np.inf)
         hi = np.full(self.n_features, -np.inf)
         for i, t in enumerate(trees):
@@ -91,10 +94,16 @@ class XGBoostTreeEvaluator(Evaluator):
                     lo[f] = min(lo[f], thr[node])
                     hi[f] = max(hi[f], thr[node])
             flat = FlatTree(left, [int(v) for v in t["right_children"]], feat, thr)
-            src, _ = tree_source(f"t{i}", flat, "<", lambda n, c=thr: repr(c[n]))
-            sources.append(src)
-            names.append(f"t{i}")
-        self._trees = tuple(compile_functions(sources, names, self.name))
+            lines, _ = tree_block(flat, "<", lambda n, c=thr, v=f"v{i}": f"{v} = {c[n]!r}")
+            body += lines
+            chunk_vars.append(f"v{i}")
+            if len(body) > _CHUNK_LINES or i == len(trees) - 1:
+                name = f"c{len(names)}"
+                sources.append("\n".join([f"def {name}(x):", *body,
+                                          f" return ({', '.join(chunk_vars)},)"]))
+                names.append(name)
+                body, chunk_vars = [], []
+        self._chunks = tuple(compile_functions(sources, names, self.name))
         unused = ~np.isfinite(lo)
         lo[unused], hi[unused] = -1.0, 1.0
         self.feature_center = (lo + hi) / 2
@@ -107,8 +116,11 @@ class XGBoostTreeEvaluator(Evaluator):
         self.max_rows = max(1, min(256, 1300 // max(1, len(trees))))
 
     def _leaf_matrix(self, rows: list[list[float]]) -> np.ndarray:
-        trees = self._trees
-        return np.array([[t(x) for t in trees] for x in rows], dtype=np.float32)
+        chunks = self._chunks
+        if len(chunks) == 1:
+            c = chunks[0]
+            return np.array([c(x) for x in rows], dtype=np.float32)
+        return np.array([[v for c in chunks for v in c(x)] for x in rows], dtype=np.float32)
 
     def _base_margin(self, booster: Any, iteration_range: tuple[int, int]) -> np.ndarray:
         """Base margin per output, as float32. The saved base_score's format differs
