@@ -16,6 +16,7 @@ from serving_runtime.errors import InvalidInputError
 # types, not isinstance.
 _NUMERIC_TYPES = frozenset((int, float))
 _MAX_NAMES_IN_MESSAGE = 20
+_LIST_ONLY = frozenset((list,))
 
 
 def name_list(names: Sequence[str]) -> str:
@@ -34,6 +35,8 @@ def check_feature_names(
     given: Any, feature_names: Sequence[str], feature_index: Mapping[str, int], *, what: str
 ) -> None:
     """Raise 422 naming missing and unknown features; `given` iterates over names."""
+    if len(given) == len(feature_names) and all(map(feature_index.__contains__, given)):
+        return  # the usual case, decided in C (map) without building lists
     unknown = [k for k in given if k not in feature_index]
     missing = [n for n in feature_names if n not in given] if (
         unknown or len(given) != len(feature_names)
@@ -67,7 +70,8 @@ def columns_to_matrix(
         )
     check_feature_names(features, feature_names, feature_index, what="columns")
     cols = [features[n] for n in feature_names]
-    not_lists = [n for n, c in zip(feature_names, cols, strict=True) if type(c) is not list]
+    not_lists = [] if _LIST_ONLY.issuperset(map(type, cols)) else [
+        n for n, c in zip(feature_names, cols, strict=True) if type(c) is not list]
     if not_lists:
         kinds = ", ".join(
             f"{n} ({_type_name(features[n])})" for n in not_lists[:_MAX_NAMES_IN_MESSAGE]
