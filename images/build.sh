@@ -29,19 +29,19 @@ fi
 
 build() {  # name dockerfile tag
   local started=$SECONDS
-  log "build: $3 (from $2, base $BASE_IMAGE)"
+  log "build: $3 (from $2, base $BASE_IMAGE; log: $IMAGES_CACHE/build-$1.log)"
   # --network host: the build needs no network (offline wheels), and the default bridge
   # would be one more thing to go wrong on a locked-down host.
-  docker build --network host -q \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --build-arg REVISION="$revision" \
+  docker build --network host \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
+    --build-arg REVISION="$revision" \
     -f "$REPO_ROOT/$2" -t "$3" "$REPO_ROOT" >"$IMAGES_CACHE/build-$1.log" 2>&1 \
     || { tail -n 30 "$IMAGES_CACHE/build-$1.log" >&2; die "docker build of $3 failed"; }
   log "build: $3 done in $((SECONDS - started)) s, $(docker image inspect -f '{{.Size}}' "$3" \
     | awk '{printf "%.0f MB", $1/1e6}')"
 }
 
-targets=("${@:-runtime operator}")
-for t in ${targets[*]}; do
+for t in ${*:-runtime operator}; do
   case $t in
     runtime) build runtime serving_runtime/Dockerfile "$RUNTIME_IMAGE" ;;
     operator) build operator operator/Dockerfile "$OPERATOR_IMAGE" ;;
