@@ -15,6 +15,11 @@ fi
 command -v docker >/dev/null || die "no docker client on PATH"
 # No systemd in these machines/containers: start the daemon by hand, detached from this
 # shell so that it outlives the script (and the test run that called it).
+# A daemon killed without cleanup leaves its pid file; if that PID now belongs to another
+# process, dockerd refuses to start. No dockerd process at all means the file is stale.
+if ! pgrep -x dockerd >/dev/null && [ -f /var/run/docker.pid ]; then
+  rm -f /var/run/docker.pid
+fi
 log "engine: starting dockerd (log: $IMAGES_CACHE/dockerd.log)"
 setsid nohup dockerd >>"$IMAGES_CACHE/dockerd.log" 2>&1 </dev/null &
 pid=$!
