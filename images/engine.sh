@@ -15,10 +15,16 @@ fi
 command -v docker >/dev/null || die "no docker client on PATH"
 # No systemd in these machines/containers: start the daemon by hand, detached from this
 # shell so that it outlives the script (and the test run that called it).
-# A daemon killed without cleanup leaves its pid file; if that PID now belongs to another
-# process, dockerd refuses to start. No dockerd process at all means the file is stale.
-if ! pgrep -x dockerd >/dev/null && [ -f /var/run/docker.pid ]; then
-  rm -f /var/run/docker.pid
+# A daemon killed without cleanup leaves its pid file, and dockerd refuses to start while that
+# PID exists, even as an unreaped zombie (sandboxes whose PID 1 does not reap) or as some
+# other program. Only a live dockerd keeps the file.
+if [ -f /var/run/docker.pid ]; then
+  old=$(cat /var/run/docker.pid)
+  state=$(awk '/^State:/ {print $2}' "/proc/$old/status" 2>/dev/null || true)
+  if [ "$(cat "/proc/$old/comm" 2>/dev/null)" != dockerd ] || [ "$state" = Z ]; then
+    log "engine: removing stale /var/run/docker.pid (pid $old ${state:+state $state})"
+    rm -f /var/run/docker.pid
+  fi
 fi
 log "engine: starting dockerd (log: $IMAGES_CACHE/dockerd.log)"
 setsid nohup dockerd >>"$IMAGES_CACHE/dockerd.log" 2>&1 </dev/null &
