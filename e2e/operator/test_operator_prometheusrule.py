@@ -43,7 +43,9 @@ def test_prometheusrule_when_the_crd_is_served(
     run_operator, mlmodels, namespace, kubeconfig, base_mlmodel
 ):
     had_crd = kubectl("get", "crd", CRD, kubeconfig=kubeconfig, check=False).returncode == 0
-    run_operator(namespace)
+    # A short resync: the operator notices the CRD at the first reconcile after its 30 s
+    # discovery cache expires.
+    run_operator(namespace, resync_seconds="5")
     mlmodels.apply(base_mlmodel("iris"))
     if not had_crd:
         wait_for(
@@ -59,8 +61,7 @@ def test_prometheusrule_when_the_crd_is_served(
             "--timeout=60s",
             kubeconfig=kubeconfig,
         )
-        # Picked up by the next reconcile after the 30 s discovery cache (resync timer or an
-        # MLModel change); nudge with a change so the test does not wait for the timer.
+        # A spec change too, so the rules must carry the new threshold.
         mlmodels.kubectl(
             "patch",
             "mlm",

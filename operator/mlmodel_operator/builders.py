@@ -228,7 +228,9 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
 
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
-        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        # Disk-backed: the runtime keeps prometheus multiprocess files (1 MiB mmaps per
+        # worker and metric type) here, which must not eat the memory limit.
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     if source_volume:
         volumes.append(source_volume)
