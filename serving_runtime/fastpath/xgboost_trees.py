@@ -160,6 +160,12 @@ class XGBoostTreeEvaluator(Evaluator):
         return np.add.accumulate(full, axis=1)[:, -1]
 
     def margins(self, rows: list[list[float]]) -> np.ndarray:
+        if self.n_outputs == 1 and len(self._chunks) == 1:
+            # one output, one chunk (XGB-100 and the like): build [base, leaf...] rows in
+            # one numpy call and accumulate in float32 (numpy calls dominate one row)
+            c, base = self._chunks[0], (float(self._base[0]),)
+            full = np.array([base + c(x) for x in rows], dtype=np.float32)
+            return np.add.accumulate(full, axis=1)[:, -1:]
         leaves = self._leaf_matrix(rows)
         out = np.empty((len(rows), self.n_outputs), dtype=np.float32)
         for k, cols in enumerate(self._groups):
@@ -182,8 +188,10 @@ class XGBoostTreeEvaluator(Evaluator):
         elif obj in _EXP:
             v = np.exp(v)
         if obj == "binary:logistic":
-            proba = np.column_stack((one - v, v))
-            return proba.argmax(axis=1), proba.astype(np.float64)
+            proba = np.empty((len(v), 2), dtype=np.float64)
+            proba[:, 0] = one - v  # computed in float32 like XGBoost, then widened
+            proba[:, 1] = v
+            return proba.argmax(axis=1), proba
         return v, None
 
 
