@@ -131,8 +131,10 @@ def test_operator_container_reconciles_sample_mlmodel(
     assert ("MLModel", name) in owners, owners
     images_used = [c.image for c in dep.spec.template.spec.containers]
     assert "n1v1-ml-serving:0.1.0" in images_used, images_used
-    # This container did the work (not some other operator watching the cluster).
-    assert _reconciles(_metrics(metrics)) >= 1, _metrics(metrics)
+    # This container did the work (not some other operator watching the cluster). The
+    # counter moves when the reconcile returns, a moment after the Deployment is written.
+    wait_for(lambda: _reconciles(_metrics(metrics)) >= 1, timeout=60,
+             describe="mlmodel_operator_reconciles_total >= 1", observe=lambda: logs(cid))
 
     # SIGTERM ends it cleanly well within Kubernetes' default 30 s grace period.
     docker("kill", "--signal", "TERM", cid)
