@@ -35,6 +35,10 @@ def test_install_creates_the_operator_objects(release: ChartRelease, kubeconfig:
     status = json.loads(release.helm("status", release.release, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
     name = release.fullname
+    # NOTES.txt tells the user the next commands, with the real names filled in.
+    notes = release.helm("get", "notes", release.release).stdout
+    assert f"kubectl -n {release.namespace} rollout status deployment/{name}" in notes
+    assert "watches MLModels in every namespace" in notes
     for kind, ns in [("serviceaccount", release.namespace), ("service", release.namespace),
                      ("clusterrole", None), ("clusterrolebinding", None)]:
         args = [kind, name if kind != "service" else f"{name}-metrics"]
