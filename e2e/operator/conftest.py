@@ -233,6 +233,33 @@ class MLModels:
     def wait_ready(self, name: str, timeout: float = 90) -> dict:
         return self.wait_condition(name, "Ready", "True", "AllReplicasReady", timeout)
 
+    # The alert rules live in a PrometheusRule when monitoring.coreos.com is served, else in
+    # the ConfigMap fallback. The cluster is shared (another suite may install that CRD), so
+    # tests that are not about the choice accept either.
+    def alert_rules_object(self, name: str) -> tuple[str, str, dict] | None:
+        """(kind, object name, object) of the model's alert rules, or None."""
+        cm = self.get("configmap", f"{name}-alert-rules")
+        if cm is not None:
+            return "configmap", f"{name}-alert-rules", cm
+        r = self.kubectl(
+            "get", "prometheusrules.monitoring.coreos.com", name, "-o", "json", check=False
+        )
+        if r.returncode == 0:
+            import json
+
+            return "prometheusrule", name, json.loads(r.stdout)
+        return None
+
+    def alert_rules_text(self, name: str) -> str | None:
+        """The rule file (YAML) of the model, from whichever object holds it."""
+        import yaml
+
+        found = self.alert_rules_object(name)
+        if found is None:
+            return None
+        kind, _, obj = found
+        return obj["data"]["rules.yaml"] if kind == "configmap" else yaml.safe_dump(obj["spec"])
+
 
 @pytest.fixture(name="base_mlmodel")
 def base_mlmodel_fixture() -> Callable[..., dict]:

@@ -34,10 +34,7 @@ def test_alert_rules_check_and_fire(
             },
         )
     )
-    cm = wait_for(
-        lambda: mlmodels.get("configmap", "iris-alert-rules"), describe="alert rules ConfigMap"
-    )
-    rules_text = cm["data"]["rules.yaml"]
+    rules_text = wait_for(lambda: mlmodels.alert_rules_text("iris"), describe="alert rules")
     (tmp_path / "rules.yaml").write_text(rules_text)
     check = promtool("check", "rules", str(tmp_path / "rules.yaml"))
     assert "SUCCESS: 4 rules found" in check.stdout + check.stderr

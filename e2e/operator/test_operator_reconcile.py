@@ -40,11 +40,10 @@ def test_children_with_owner_references_and_expected_spec(
     dep = wait_for(lambda: mlmodels.get("deployment", "iris"), describe="Deployment iris")
     mlm = mlmodels.mlm("iris")
     svc = wait_for(lambda: mlmodels.get("service", "iris"), describe="Service iris")
-    cm = wait_for(
-        lambda: mlmodels.get("configmap", "iris-alert-rules"),
-        describe="alert rules ConfigMap (no PrometheusRule CRD in this cluster)",
+    rules_kind, _, rules = wait_for(
+        lambda: mlmodels.alert_rules_object("iris"), describe="alert rules object"
     )
-    for child in (dep, svc, cm):
+    for child in (dep, svc, rules):
         assert len(_owner_refs(child, mlm)) == 1, child["metadata"]
         assert child["metadata"]["labels"]["serving.n1v1.io/model"] == "iris"
     assert mlmodels.get("hpa", "iris") is None  # fixed replicas: no autoscaler
@@ -66,12 +65,14 @@ def test_children_with_owner_references_and_expected_spec(
     assert runtime["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert pod["enableServiceLinks"] is False
     assert svc["spec"]["ports"][0]["port"] == 8000 and svc["spec"]["ports"][0]["name"] == "http"
-    assert "MLModelHighLatencyP95" in cm["data"]["rules.yaml"]
+    assert "MLModelHighLatencyP95" in mlmodels.alert_rules_text("iris")
 
     events = mlmodels.kubectl(
         "get", "events", "--field-selector", "involvedObject.kind=MLModel,involvedObject.name=iris"
     ).stdout
-    assert "Created Deployment iris" in events and "PrometheusRuleCRDMissing" in events
+    assert "Created Deployment iris" in events
+    # Usually no PrometheusRule CRD here: then the fallback is announced.
+    assert ("PrometheusRuleCRDMissing" in events) == (rules_kind == "configmap"), events
 
 
 def test_status_ready_and_kubectl_columns(run_operator, mlmodels, namespace, base_mlmodel):
@@ -300,22 +301,20 @@ def test_deleted_and_hand_edited_children_are_repaired(
         describe="hand edits of the Deployment reverted",
     )
 
-    mlmodels.kubectl("delete", "configmap", "iris-alert-rules")
-    wait_for(lambda: mlmodels.get("configmap", "iris-alert-rules"), describe="alert rules back")
-    mlmodels.kubectl(
-        "patch",
-        "configmap",
-        "iris-alert-rules",
-        "--type=merge",
-        "-p",
-        '{"data":{"rules.yaml":"groups: []\\n"}}',
+    kind, obj_name, _ = mlmodels.alert_rules_object("iris")
+    mlmodels.kubectl("delete", kind, obj_name)
+    wait_for(lambda: mlmodels.alert_rules_object("iris"), describe="alert rules back", timeout=90)
+    kind, obj_name, _ = mlmodels.alert_rules_object("iris")
+    emptied = (
+        '{"data":{"rules.yaml":"groups: []\\n"}}'
+        if kind == "configmap"
+        else '{"spec":{"groups":[]}}'
     )
+    mlmodels.kubectl("patch", kind, obj_name, "--type=merge", "-p", emptied)
     wait_for(
-        lambda: (
-            "MLModelServiceDown"
-            in mlmodels.get("configmap", "iris-alert-rules")["data"]["rules.yaml"]
-        ),
-        describe="alert rules ConfigMap edit reverted",
+        lambda: "MLModelServiceDown" in (mlmodels.alert_rules_text("iris") or ""),
+        describe="alert rules edit reverted",
+        timeout=90,
     )
 
     mlmodels.wait_ready("iris")
@@ -338,10 +337,10 @@ def test_deleting_the_mlmodel_garbage_collects_children(
                 ("deployment", "iris"),
                 ("service", "iris"),
                 ("hpa", "iris"),
-                ("configmap", "iris-alert-rules"),
             )
             if mlmodels.get(k, n) is not None
         ]
+        left += ["alert rules"] if mlmodels.alert_rules_object("iris") else []
         left += [p["metadata"]["name"] for p in mlmodels.list("pods", LABELS + "iris")]
         return not left or None
 
