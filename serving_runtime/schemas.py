@@ -9,7 +9,7 @@ messages whatever the caller. These classes document the shapes and type the cli
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,19 @@ class PredictRequest(BaseModel):
 class PredictResponse(BaseModel):
     """Classifiers fill confidence (top probability) and probabilities keyed
     `class_<label>`; regressors and classifiers without predict_proba return null."""
+
+    prediction: list[Any]
+    confidence: list[float] | None
+    probabilities: dict[str, list[float]] | None
+    correlation_id: str
+    model_version: str
+    latency_ms: float
+
+
+class PredictResult(TypedDict):
+    """The plain-dict view of `PredictResponse` (same keys, same types): what
+    `predict_from_body` returns and the client hands back, typed without building a
+    pydantic object per answer. Change the two together."""
 
     prediction: list[Any]
     confidence: list[float] | None

@@ -12,6 +12,8 @@ and inference code; remote mode calls a runtime over HTTP. Both give the same re
 raise the same exceptions for the same input.
 """
 
+from serving_runtime.schemas import PredictResult
+
 from .core import AsyncInferenceClient, InferenceClient
 from .errors import (
     BadRequestError,
@@ -27,7 +29,6 @@ from .errors import (
 )
 from .retry import RetryPolicy
 from .settings import ClientSettings
-from .wire import PredictResult
 
 __all__ = [
     "AsyncInferenceClient",

@@ -14,17 +14,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from serving_runtime.schemas import PredictResult
+
 from .local import LocalModels
 from .remote import AsyncRemoteTransport, RemoteTransport, model_path
 from .retry import RetryPolicy
 from .settings import ClientSettings
-from .wire import PredictResult, batch_body, encode, predict_body
+from .wire import batch_body, encode, predict_body
 
 Mode = Literal["local", "remote"]
 
 
 def _new_correlation_id() -> str:
     return uuid.uuid4().hex
+
+
+def _predict_request(
+    model_name: str, features: Mapping[str, Any], correlation_id: str | None
+) -> tuple[str, bytes]:
+    """The correlation id (the caller's or a fresh one) and the encoded /predict body."""
+    cid = correlation_id if correlation_id is not None else _new_correlation_id()
+    return cid, encode(predict_body(model_name, features, cid))
+
+
+def _batch_request(
+    requests: Sequence[Mapping[str, Any]], batch_size: int | None, correlation_id: str | None
+) -> tuple[str, bytes]:
+    """The correlation id (the caller's or a fresh one) and the encoded /predict/batch body."""
+    cid = correlation_id if correlation_id is not None else _new_correlation_id()
+    return cid, encode(batch_body(requests, batch_size))
 
 
 class _Config:
@@ -98,8 +116,7 @@ class InferenceClient:
         correlation_id: str | None = None,
     ) -> PredictResult:
         """Predict rows given as columns: `{feature name: [value per row]}`."""
-        cid = correlation_id if correlation_id is not None else _new_correlation_id()
-        raw = encode(predict_body(model_name, features, cid))
+        cid, raw = _predict_request(model_name, features, correlation_id)
         if self._local is not None:
             return self._local.predict(raw, cid)  # type: ignore[return-value]
         assert self._remote is not None
@@ -113,8 +130,7 @@ class InferenceClient:
     ) -> list[PredictResult]:
         """Several /predict bodies in one call; answers in the same order. Requests
         without their own correlation id get `<correlation_id>-<index>`."""
-        cid = correlation_id if correlation_id is not None else _new_correlation_id()
-        raw = encode(batch_body(requests, batch_size))
+        cid, raw = _batch_request(requests, batch_size, correlation_id)
         if self._local is not None:
             return self._local.predict_batch(raw, cid)  # type: ignore[return-value]
         assert self._remote is not None
@@ -198,8 +214,7 @@ class AsyncInferenceClient:
         features: Mapping[str, Sequence[float]] | Mapping[str, Any],
         correlation_id: str | None = None,
     ) -> PredictResult:
-        cid = correlation_id if correlation_id is not None else _new_correlation_id()
-        raw = encode(predict_body(model_name, features, cid))
+        cid, raw = _predict_request(model_name, features, correlation_id)
         if self._local is not None:
             await self._ensure_loaded([model_name])
             return self._local.predict(raw, cid)  # type: ignore[return-value]
@@ -212,8 +227,7 @@ class AsyncInferenceClient:
         batch_size: int | None = None,
         correlation_id: str | None = None,
     ) -> list[PredictResult]:
-        cid = correlation_id if correlation_id is not None else _new_correlation_id()
-        raw = encode(batch_body(requests, batch_size))
+        cid, raw = _batch_request(requests, batch_size, correlation_id)
         if self._local is not None:
             await self._ensure_loaded(
                 [r.get("model_name") for r in requests if isinstance(r, Mapping)])

@@ -10,22 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 import orjson
 
 from serving_runtime.errors import InvalidInputError
-
-
-class PredictResult(TypedDict):
-    """One /predict response (see `serving_runtime.schemas.PredictResponse`)."""
-
-    prediction: list[Any]
-    confidence: list[float] | None
-    probabilities: dict[str, list[float]] | None
-    correlation_id: str
-    model_version: str
-    latency_ms: float
 
 
 def _numpy_default(obj: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import get_type_hints
 
 import numpy as np
 import pytest
@@ -20,7 +21,9 @@ from serving_runtime.client import (
     InvalidInputError,
     ModelNotFoundError,
     PayloadTooLargeError,
+    PredictResult,
 )
+from serving_runtime.schemas import PredictResponse
 
 MAX_BODY = 64 * 1024
 
@@ -212,3 +215,11 @@ def test_errors_are_serving_errors(clients):
     for client in clients:
         with pytest.raises(InferenceError):
             client.predict("sk-iris-rf", {})
+
+
+def test_predict_result_is_the_response_shape():
+    """The client's PredictResult (a TypedDict) and the server's PredictResponse (pydantic)
+    live side by side in serving_runtime.schemas and must name the same keys and types."""
+    fields = {name: f.annotation for name, f in PredictResponse.model_fields.items()}
+    assert get_type_hints(PredictResult) == fields
+    assert list(get_type_hints(PredictResult)) == list(fields)
