@@ -85,21 +85,7 @@ def _reconcile(
         metrics.ERRORS.labels("InvalidSpec").inc()
         if previous.get("observedGeneration") != generation:
             kube.event(body, "Warning", "InvalidSpec", str(exc))
-        dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
-        _write_status(
-            kube,
-            body,
-            Observed(
-                name,
-                namespace,
-                generation,
-                None,
-                dep,
-                previous,
-                error=str(exc),
-                error_reason="InvalidSpec",
-            ),
-        )
+        _write_error_status(kube, body, owner, None, previous, str(exc), "InvalidSpec")
         raise
 
     try:
@@ -109,23 +95,8 @@ def _reconcile(
         reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
         metrics.ERRORS.labels(reason).inc()
         kube.event(body, "Warning", reason, msg)
-        dep = None
         try:
-            dep = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
-            _write_status(
-                kube,
-                body,
-                Observed(
-                    name,
-                    namespace,
-                    generation,
-                    spec.model.version,
-                    dep,
-                    previous,
-                    error=msg,
-                    error_reason=reason,
-                ),
-            )
+            _write_error_status(kube, body, owner, spec.model.version, previous, msg, reason)
         except ApiException:
             log.exception("could not write status of %s/%s", namespace, name)
         raise ReconcileError(f"{namespace}/{name}: {msg}") from exc
@@ -135,6 +106,33 @@ def _reconcile(
         body,
         Observed(
             name, namespace, generation, spec.model.version, dep, previous, alert_rules=alert_rules
+        ),
+    )
+
+
+def _write_error_status(
+    kube: Kube,
+    body: dict[str, Any],
+    owner: builders.Owner,
+    version: str | None,
+    previous: dict[str, Any],
+    error: str,
+    reason: str,
+) -> None:
+    """Status of a failed reconcile: the live Deployment as it is, plus the error."""
+    dep = kube.get(f"/apis/apps/v1/namespaces/{owner.namespace}/deployments/{owner.name}")
+    _write_status(
+        kube,
+        body,
+        Observed(
+            owner.name,
+            owner.namespace,
+            owner.generation,
+            version,
+            dep,
+            previous,
+            error=error,
+            error_reason=reason,
         ),
     )
 
