@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -213,6 +215,25 @@ def wait_for(
     raise AssertionError(
         f"timed out after {timeout}s ({attempts} checks) waiting for {describe}\n{_tail(observed)}"
     )
+
+
+# ---------------------------------------------------------------- local processes
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthz_ok(port: int) -> bool:
+    """True when ``http://127.0.0.1:<port>/healthz`` answers 200 (an operator's liveness)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- cluster access

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,16 @@ from typing import Any
 
 import yaml
 
-from e2e.helpers import REPO_ROOT, helm, kubectl, serviceaccount_kubeconfig, tool_env, unique_name
+from e2e.helpers import (
+    REPO_ROOT,
+    free_port,
+    healthz_ok,
+    helm,
+    kubectl,
+    serviceaccount_kubeconfig,
+    tool_env,
+    unique_name,
+)
 
 CHART = REPO_ROOT / "charts" / "mlmodel-operator"
 
@@ -100,12 +108,6 @@ def install_chart(
     return rel
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class OperatorProcess:
     proc: subprocess.Popen[str]
@@ -117,15 +119,7 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
-            ) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return healthz_ok(self.health_port)
 
     def forbidden_lines(self) -> list[str]:
         """Log lines where the API server refused the operator (RBAC)."""

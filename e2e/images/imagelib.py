@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from e2e.helpers import REPO_ROOT, STATE_DIR, run
+from e2e.helpers import REPO_ROOT, STATE_DIR, free_port, run
 
 IMAGES_DIR = REPO_ROOT / "images"
 MEASUREMENTS = STATE_DIR / "images" / "measurements.json"
@@ -45,12 +44,6 @@ def host_port(container: str, port: int) -> int:
     """The loopback port docker published for the container's `port`."""
     out = docker("port", container, f"{port}/tcp").stdout.split()[0]
     return int(out.rsplit(":", 1)[1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def is_running(container: str) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.helpers import REPO_ROOT, kubectl, wait_for
+from e2e.helpers import REPO_ROOT, free_port, healthz_ok, kubectl, wait_for
 
 CRD_NAME = "mlmodels.serving.n1v1.io"
 
@@ -43,12 +42,6 @@ def operator_kubeconfig(
         yield sa_config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class OperatorProcess:
     """One `python -m mlmodel_operator` subprocess; restartable, logs kept in a file."""
 
@@ -58,8 +51,8 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_dir / f"operator-{namespace}.log"
-        self.health_port = _free_port()
-        self.metrics_port = _free_port()
+        self.health_port = free_port()
+        self.metrics_port = free_port()
         self.settings = settings
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -93,13 +86,7 @@ class OperatorProcess:
     def healthy(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.health_port}/healthz", timeout=2
-            ) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return healthz_ok(self.health_port)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(
@@ -177,6 +164,12 @@ class MLModels:
         import yaml
 
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+
+    def patch_spec(self, name: str, spec: dict) -> None:
+        """Merge-patch the MLModel's spec (`kubectl patch mlm NAME --type=merge`)."""
+        import json
+
+        self.kubectl("patch", "mlm", name, "--type=merge", "-p", json.dumps({"spec": spec}))
 
     def get(self, kind: str, name: str) -> dict | None:
         import json

@@ -62,14 +62,7 @@ def test_prometheusrule_when_the_crd_is_served(
             kubeconfig=kubeconfig,
         )
         # A spec change too, so the rules must carry the new threshold.
-        mlmodels.kubectl(
-            "patch",
-            "mlm",
-            "iris",
-            "--type=merge",
-            "-p",
-            '{"spec":{"alerting":{"latencyP95ThresholdMilliseconds":150}}}',
-        )
+        mlmodels.patch_spec("iris", {"alerting": {"latencyP95ThresholdMilliseconds": 150}})
         rule = wait_for(
             lambda: mlmodels.get("prometheusrule", "iris"),
             timeout=90,

@@ -114,9 +114,7 @@ def test_version_change_rolls_and_status_follows(run_operator, mlmodels, namespa
     mlmodels.apply(base_mlmodel("iris"))
     mlmodels.wait_ready("iris")
     rs_before = {r["metadata"]["name"] for r in mlmodels.list("rs", LABELS + "iris")}
-    mlmodels.kubectl(
-        "patch", "mlm", "iris", "--type=merge", "-p", '{"spec":{"model":{"version":"2.0.0"}}}'
-    )
+    mlmodels.patch_spec("iris", {"model": {"version": "2.0.0"}})
     mlm = mlmodels.wait_ready("iris")
     assert mlm["status"]["servedVersion"] == "2.0.0"
     assert mlm["status"]["observedGeneration"] == 2
@@ -135,13 +133,9 @@ def test_stuck_rollout_is_never_ready(run_operator, mlmodels, namespace, base_ml
     mlmodels.apply(base_mlmodel("iris", serving={"progressDeadlineSeconds": 10}))
     mlmodels.wait_ready("iris")
     # kwok keeps pods whose image contains "never-ready" unready forever.
-    mlmodels.kubectl(
-        "patch",
-        "mlm",
+    mlmodels.patch_spec(
         "iris",
-        "--type=merge",
-        "-p",
-        '{"spec":{"model":{"version":"2.0.0"},"serving":{"image":"n1v1-ml-serving:never-ready"}}}',
+        {"model": {"version": "2.0.0"}, "serving": {"image": "n1v1-ml-serving:never-ready"}},
     )
     seen = []
     deadline = time.monotonic() + 60
@@ -164,14 +158,7 @@ def test_stuck_rollout_is_never_ready(run_operator, mlmodels, namespace, base_ml
     ).stdout
     assert "RolloutStuck" in events
     # Fixing the spec heals it.
-    mlmodels.kubectl(
-        "patch",
-        "mlm",
-        "iris",
-        "--type=merge",
-        "-p",
-        '{"spec":{"serving":{"image":"n1v1-ml-serving:0.1.0"}}}',
-    )
+    mlmodels.patch_spec("iris", {"serving": {"image": "n1v1-ml-serving:0.1.0"}})
     mlm = mlmodels.wait_ready("iris")
     assert mlm["status"]["servedVersion"] == "2.0.0"
 
@@ -217,14 +204,7 @@ def test_autoscaling_creates_and_removes_the_hpa(run_operator, mlmodels, namespa
         describe="HPA raised replicas to minReplicas",
         timeout=60,
     )
-    mlmodels.kubectl(
-        "patch",
-        "mlm",
-        "iris",
-        "--type=merge",
-        "-p",
-        '{"spec":{"serving":{"autoscaling":{"enabled":false},"replicas":1}}}',
-    )
+    mlmodels.patch_spec("iris", {"serving": {"autoscaling": {"enabled": False}, "replicas": 1}})
     wait_for(lambda: mlmodels.get("hpa", "iris") is None, describe="HPA removed")
     wait_for(
         lambda: mlmodels.get("deployment", "iris")["spec"]["replicas"] == 1,
@@ -238,13 +218,8 @@ def test_switching_to_autoscaling_keeps_the_replica_count(
     run_operator(namespace)
     mlmodels.apply(base_mlmodel("iris", serving={"replicas": 3}))
     mlmodels.wait_ready("iris")
-    mlmodels.kubectl(
-        "patch",
-        "mlm",
-        "iris",
-        "--type=merge",
-        "-p",
-        '{"spec":{"serving":{"autoscaling":{"enabled":true,"minReplicas":2,"maxReplicas":5}}}}',
+    mlmodels.patch_spec(
+        "iris", {"serving": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5}}}
     )
     wait_for(lambda: mlmodels.get("hpa", "iris"), describe="HPA iris")
     # Without metrics the HPA never scales down, so 3 must stay 3: the operator handed the

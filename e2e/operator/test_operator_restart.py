@@ -50,9 +50,7 @@ def test_restart_loses_and_duplicates_nothing(run_operator, mlmodels, namespace,
     op.stop(signal.SIGKILL)  # no graceful shutdown: as if the pod was evicted
     # While nobody watches: a new model, a spec change, a deleted child.
     mlmodels.apply(base_mlmodel("beta", serving={"replicas": 2}))
-    mlmodels.kubectl(
-        "patch", "mlm", "alpha", "--type=merge", "-p", '{"spec":{"model":{"version":"2.0.0"}}}'
-    )
+    mlmodels.patch_spec("alpha", {"model": {"version": "2.0.0"}})
     mlmodels.kubectl("delete", "service", "alpha")
     time.sleep(2)
     assert mlmodels.get("deployment", "beta") is None  # really nobody reconciled
