@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,17 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
+from runtime_helpers import RuntimeServer
 
-ROOT = Path(__file__).resolve().parents[2]
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_models(models_dir: Path) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -75,37 +66,14 @@ class Runtime:
 
 @contextmanager
 def run_runtime(models_dir: Path, log: Path, *extra: str) -> Iterator[Runtime]:
-    """`python -m serving_runtime` in a child process; yields once /v2/health/ready is 200."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMOTE_INFERENCE")}
-    with log.open("wb") as log_fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving_runtime", "--models-dir", str(models_dir),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra],
-            cwd=ROOT, env=env, stdout=log_fh, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    """`python -m serving_runtime` in a child process (the runtime tests' RuntimeServer);
+    yields once /v2/health/ready is 200, stops it afterwards."""
+    srv = RuntimeServer(models_dir, args=["--log-level", "warning", *extra], log_path=log)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"runtime exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"runtime not ready within 120 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Runtime(url, proc, log)
+        srv.wait_ready(120)
+        yield Runtime(srv.url, srv.proc, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        srv.stop()
 
 
 # --- fault server (a fake: only for failures a healthy runtime cannot be made to show) ---

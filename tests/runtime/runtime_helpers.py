@@ -36,8 +36,10 @@ class RuntimeServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or models_dir.parent / f"server-{self.port}.log"
+        # The test decides these; the client's REMOTE_INFERENCE_* must not leak in either.
         full_env = {k: v for k, v in os.environ.items()
-                    if k not in ("ALLOW_UNSAFE_LOADING", "PRELOAD_MODELS", "MODELS_DIR")}
+                    if k not in ("ALLOW_UNSAFE_LOADING", "PRELOAD_MODELS", "MODELS_DIR")
+                    and not k.startswith("REMOTE_INFERENCE")}
         full_env.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
@@ -59,6 +61,21 @@ class RuntimeServer:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"server not live after {timeout}s: {self.logs()}")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        """Wait until /v2/health/ready answers 200 (every expected model serves)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.logs()}")
+            try:
+                if self.client.get("/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {timeout}s: {self.logs()}")
+            time.sleep(0.2)
 
     def wait_startup_done(self, timeout: float = 60) -> dict:
         """Wait until the initial loading finished (ready or not); return /health."""

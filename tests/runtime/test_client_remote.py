@@ -20,11 +20,11 @@ from client_support import (
     FaultServer,
     Reply,
     columns,
-    free_port,
     make_models,
     predict_ok,
     run_runtime,
 )
+from runtime_helpers import free_port
 
 from serving_runtime.client import (
     BadRequestError,
