@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +26,13 @@ import yaml
 
 from e2e.helpers import (
     REPO_ROOT,
-    free_port,
-    healthz_ok,
     helm,
     kubectl,
     serviceaccount_kubeconfig,
     tool_env,
     unique_name,
 )
+from e2e.operator_process import OperatorProcess
 
 CHART = REPO_ROOT / "charts" / "mlmodel-operator"
 
@@ -108,28 +105,6 @@ def install_chart(
     return rel
 
 
-@dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[str]
-    log_path: Path
-    health_port: int
-    env: dict[str, str] = field(default_factory=dict)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def healthy(self) -> bool:
-        return healthz_ok(self.health_port)
-
-    def forbidden_lines(self) -> list[str]:
-        """Log lines where the API server refused the operator (RBAC)."""
-        return [
-            line for line in self.log().splitlines()
-            if "Forbidden" in line or "forbidden" in line or " 403" in line
-            or "(403)" in line or "Not enough permissions" in line
-        ]
-
-
 @contextmanager
 def run_operator(
     sa_kubeconfig: Path,
@@ -137,46 +112,18 @@ def run_operator(
     log_path: Path,
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[OperatorProcess]:
-    """Run `python -m mlmodel_operator` as a host process with the chart's settings.
-
-    Health and metrics move to free loopback ports (the chart's 8080/9090 are container
-    ports; on a shared host they are likely taken).
-    """
-    health, metrics = free_port(), free_port()
+    """Run `python -m mlmodel_operator` as a host process with the chart's settings
+    (its OPERATOR_* env; none of the caller's own OPERATOR_* leak in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPERATOR_")}
     env.update(tool_env())
     env.update({k: v for k, v in chart_env.items() if k.startswith("OPERATOR_")})
-    env.update({
-        "KUBECONFIG": str(sa_kubeconfig),
-        "OPERATOR_HEALTH_PORT": str(health),
-        "OPERATOR_METRICS_PORT": str(metrics),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env["KUBECONFIG"] = str(sa_kubeconfig)
     env.update(extra_env or {})
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlmodel_operator"],
-            stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT,
-        )
-    op = OperatorProcess(proc, log_path, health, env)
+    op = OperatorProcess(env, log_path)
     try:
-        deadline = time.monotonic() + 60
-        while not op.healthy():
-            if proc.poll() is not None:
-                raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"operator not healthy after 60s:\n{op.log()[-4000:]}")
-            time.sleep(0.5)
-        yield op
+        yield op.start()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # kopf stops gracefully on SIGTERM
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        op.stop()
 
 
 @contextmanager

@@ -109,4 +109,4 @@ def test_operator_reconciles_as_the_chart_service_account(
         wait_for(lambda: get_json(kubeconfig, "mlmodel", "iris", "-n", models_ns) is None,
                  timeout=60, describe="MLModel iris deleted")
         assert op.forbidden_lines() == [], "\n".join(op.forbidden_lines())
-        assert op.proc.poll() is None, op.log()[-3000:]
+        assert op.proc.poll() is None, op.logs()[-3000:]

@@ -30,7 +30,7 @@ def test_without_the_deployments_rule_the_operator_is_forbidden(
             lines = wait_for(
                 lambda: [x for x in op.forbidden_lines() if "deployments" in x],
                 timeout=90, describe="a Forbidden error about deployments in the log",
-                observe=lambda: op.log()[-3000:],
+                observe=lambda: op.logs()[-3000:],
             )
             assert lines
             assert get_json(kubeconfig, "deployment", "denied", "-n", models) is None

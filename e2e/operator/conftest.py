@@ -10,17 +10,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from e2e.helpers import REPO_ROOT, free_port, healthz_ok, kubectl, wait_for
+from e2e.helpers import kubectl, wait_for
+from e2e.operator_process import OperatorProcess
 
 CRD_NAME = "mlmodels.serving.n1v1.io"
 
@@ -42,72 +38,6 @@ def operator_kubeconfig(
         yield sa_config
 
 
-class OperatorProcess:
-    """One `python -m mlmodel_operator` subprocess; restartable, logs kept in a file."""
-
-    def __init__(
-        self, kubeconfig: Path, namespace: str, log_dir: Path, settings: dict[str, str]
-    ) -> None:
-        self.kubeconfig = kubeconfig
-        self.namespace = namespace
-        self.log_path = log_dir / f"operator-{namespace}.log"
-        self.health_port = free_port()
-        self.metrics_port = free_port()
-        self.settings = settings
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "OPERATOR_NAMESPACES": self.namespace,
-            "OPERATOR_HEALTH_PORT": str(self.health_port),
-            "OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "OPERATOR_LOG_LEVEL": "info",
-            "PYTHONUNBUFFERED": "1",
-            **self.settings,
-        }
-        log = self.log_path.open("ab")
-        log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
-        log.flush()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlmodel_operator"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-        )
-        log.close()
-        wait_for(
-            self.healthy, timeout=60, describe="operator /healthz answering", observe=self.logs
-        )
-        return self
-
-    def healthy(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc and self.proc.returncode}")
-        return healthz_ok(self.health_port)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
-        ) as r:
-            return r.read().decode()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 @pytest.fixture
 def run_operator(
     operator_kubeconfig: Path, tmp_path: Path
@@ -115,8 +45,14 @@ def run_operator(
     started: list[OperatorProcess] = []
 
     def run(namespace: str, **settings: str) -> OperatorProcess:
-        env = {f"OPERATOR_{k.upper()}": v for k, v in settings.items()}
-        op = OperatorProcess(operator_kubeconfig, namespace, tmp_path, env).start()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(operator_kubeconfig),
+            "OPERATOR_NAMESPACES": namespace,
+            "OPERATOR_LOG_LEVEL": "info",
+            **{f"OPERATOR_{k.upper()}": v for k, v in settings.items()},
+        }
+        op = OperatorProcess(env, tmp_path / f"operator-{namespace}.log").start()
         started.append(op)
         return op
 
@@ -124,7 +60,7 @@ def run_operator(
     for op in started:
         op.stop()
         # Printed at teardown: pytest shows it under "Captured stdout teardown" on failure.
-        print(f"----- operator log ({op.namespace}) -----\n{op.logs()[-20000:]}")
+        print(f"----- operator log ({op.log_path.name}) -----\n{op.logs()[-20000:]}")
 
 
 # ---------------------------------------------------------------- MLModel helpers
