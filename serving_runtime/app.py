@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -197,10 +198,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
-        for p in prepared:
-            ok, _, _, latency = metrics.for_model(p.model.name)
-            ok.inc()
-            latency.observe(elapsed)
+        # every sub-request counts as one answered request and one latency observation
+        for name, count in Counter(p.model.name for p in prepared).items():
+            ok, _, _, latency = metrics.for_model(name)
+            ok.inc(count)
+            for _ in range(count):
+                latency.observe(elapsed)
         return json_response(outs, 200, cid)
 
     app.add_api_route(

@@ -18,6 +18,7 @@ from typing import Any
 import anyio.to_thread
 
 from serving_runtime.errors import ModelNotFoundError, ModelNotReadyError
+from serving_runtime.heap import settle_after_load
 from serving_runtime.metrics import RuntimeMetrics
 from serving_runtime.model_folder import (
     METADATA_FILE,
@@ -126,11 +127,17 @@ class ModelRegistry:
             fast = new.fast_path
             self.metrics.fast_path.labels(name).set(1 if fast is not None and fast.active else 0)
             self.metrics.reloads.labels(name, "success").inc()
+            previous = old.version if old else None
+            old = None  # nothing here holds the replaced version any more
+            # A replaced version still held by an in-flight request is frozen with the
+            # rest and freed by the next reload's collection.
+            gc_s = settle_after_load()
             log.info("model loaded", extra={
                 "model_name": name, "version": new.version, "framework": new.framework,
-                "previous_version": old.version if old else None, "sha256": new.sha256,
+                "previous_version": previous, "sha256": new.sha256,
                 "fast_path": fast.state if fast is not None else None,
-                "seconds": round(time.perf_counter() - started, 3)})
+                "seconds": round(time.perf_counter() - started, 3),
+                "gc_settle_ms": round(gc_s * 1000, 1)})
             return True
 
     def _load(self, name: str) -> LoadedModel:
