@@ -20,6 +20,9 @@ ENV_OF_FLAG = {
     "allow_unsafe_loading": "ALLOW_UNSAFE_LOADING",
     "log_level": "LOG_LEVEL",
     "max_body_bytes": "MAX_BODY_BYTES",
+    "fast_path": "FAST_PATH",
+    "fast_path_check_rows": "FAST_PATH_CHECK_ROWS",
+    "shed_lag_ms": "SHED_LAG_MS",
 }
 
 
@@ -43,6 +46,14 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="critical|error|warning|info|debug (LOG_LEVEL)")
     p.add_argument("--max-body-bytes", type=int,
                    help="larger request bodies get 413 (MAX_BODY_BYTES)")
+    p.add_argument("--fast-path", action=argparse.BooleanOptionalAction, default=None,
+                   help="compiled tree evaluator when it agrees with the framework "
+                   "(FAST_PATH, default on)")
+    p.add_argument("--fast-path-check-rows", type=int,
+                   help="rows of the load-time agreement check (FAST_PATH_CHECK_ROWS, 2000)")
+    p.add_argument("--shed-lag-ms", type=float,
+                   help="503 + Retry-After while the event loop is this late; 0 = never "
+                   "(SHED_LAG_MS, default 50)")
     return p
 
 
@@ -60,8 +71,12 @@ def serve(argv: Sequence[str]) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
+    from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
+
+    # one send() per response instead of two (serving_runtime/fastpath/http_protocol.py)
     common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
-                  log_level=settings.log_level, server_header=False)
+                  log_level=settings.log_level, server_header=False,
+                  http=CoalescingHttpToolsProtocol)
     if settings.workers == 1:
         from serving_runtime.app import create_app
         from serving_runtime.fastpath.asgi import with_hot_path

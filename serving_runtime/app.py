@@ -1,9 +1,10 @@
 """The HTTP server: `create_app(settings)` builds the FastAPI application.
 
-Hot routes (/predict, /predict/batch, /v2/models/{name}/infer) take the raw Request,
-parse it with orjson and validate it by hand (serving_runtime.inference): no pydantic on
-the request path, no per-request log line, no middleware. Their pydantic schemas are
-attached for the OpenAPI docs only.
+Hot routes (/predict, /predict/batch, /v2/models/{name}/infer) are thin wrappers around
+`hot_handlers.HotHandlers`, which parses with orjson and validates by hand
+(serving_runtime.inference): no pydantic on the request path, no per-request log line, no
+middleware. Their pydantic schemas are attached for the OpenAPI docs only. In the server
+(`python -m serving_runtime`) the hot-path ASGI layer calls the same handlers directly.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,38 +25,17 @@ from starlette.responses import Response
 
 from serving_runtime import __version__, schemas
 from serving_runtime.errors import ModelNotFoundError, ServingError
-from serving_runtime.http_body import json_response, read_body
-from serving_runtime.inference import (
-    infer_v2,
-    model_metadata_v2,
-    model_name_of,
-    new_correlation_id,
-    parse_json,
-    prepare_batch,
-    prepare_predict,
-    run_batch,
-    run_predict,
-)
-from serving_runtime.logs import configure_logging, correlation_id_var
-from serving_runtime.metrics import UNKNOWN_MODEL, RuntimeMetrics
+from serving_runtime.heap import tune_collector
+from serving_runtime.hot_handlers import HotHandlers, Reply
+from serving_runtime.http_body import json_response, read_asgi_body
+from serving_runtime.inference import model_metadata_v2, new_correlation_id
+from serving_runtime.logs import configure_logging
+from serving_runtime.metrics import RuntimeMetrics
 from serving_runtime.registry import ModelRegistry
 from serving_runtime.reload_broadcast import ReloadBroadcast
 from serving_runtime.settings import Settings
 
 log = logging.getLogger("serving_runtime.app")
-
-# Requests with at least this many rows are predicted in a worker thread: below it the
-# thread hop costs more than the event-loop time it would free.
-OFFLOAD_MIN_ROWS = 256
-
-
-def _body_cid(body: Any) -> str | None:
-    if type(body) is dict:
-        cid = body.get("correlation_id")
-        if type(cid) is str and cid:
-            return cid
-    return None
-
 
 def _schema_ref(model: type) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
@@ -87,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tune_collector()  # serving_runtime/heap.py: fewer collections inside a body parse
         limiter_box.append(anyio.CapacityLimiter(settings.inference_threads))
         log.info("runtime starting", extra={
             "models_dir": str(settings.models_dir), "pid": os.getpid(),
@@ -118,52 +97,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def offload(fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter_box[0])
 
-    def native_error(exc: ServingError, cid: str) -> Response:
-        if log.isEnabledFor(logging.DEBUG):
-            correlation_id_var.set(cid)
-            log.debug("request refused", extra={"status": exc.status_code, "error": exc.message})
-        return json_response({"detail": exc.message, "correlation_id": cid},
-                             exc.status_code, cid)
+    hot = HotHandlers(registry, metrics, offload)
+    app.state.hot = hot  # the hot-path ASGI layer calls the same handlers
 
-    def internal_error(what: str, cid: str) -> Response:
-        correlation_id_var.set(cid)
-        log.exception("internal error", extra={"during": what})
-        return json_response(
-            {"detail": f"internal error during {what}; correlation id {cid}",
-             "correlation_id": cid}, 500, cid)
+    def body_reader(request: Request) -> Any:
+        return lambda: read_asgi_body(request.receive, request.headers.get("content-length"),
+                                      max_body)
+
+    def respond(reply: Reply) -> Response:
+        return json_response(reply.content, reply.status, reply.correlation_id)
 
     # --- native API --------------------------------------------------------------------
 
     async def predict(request: Request) -> Response:
-        started = time.perf_counter()
-        header_cid = request.headers.get("x-correlation-id")
-        in_flight = metrics.in_flight
-        in_flight.inc()
-        name = UNKNOWN_MODEL
-        body: Any = None
-        try:
-            body = parse_json(await read_body(request, max_body))
-            model = registry.get(model_name_of(body))
-            name = model.name
-            prepared = prepare_predict(model, body, correlation_id=header_cid)
-            if prepared.n_rows >= OFFLOAD_MIN_ROWS:
-                out = await offload(run_predict, prepared)
-            else:
-                out = run_predict(prepared)
-        except ServingError as exc:
-            counters = metrics.for_model(name)
-            counters[1 if exc.status_code < 500 else 2].inc()
-            return native_error(exc, header_cid or _body_cid(body) or new_correlation_id())
-        except Exception:
-            metrics.for_model(name)[2].inc()
-            return internal_error(f"prediction with model {name}",
-                                  header_cid or _body_cid(body) or new_correlation_id())
-        finally:
-            in_flight.dec()
-        ok, _, _, latency = metrics.for_model(name)
-        ok.inc()
-        latency.observe(time.perf_counter() - started)
-        return json_response(out, 200, out["correlation_id"])
+        return respond(await hot.predict(body_reader(request),
+                                         request.headers.get("x-correlation-id")))
 
     app.add_api_route(
         "/predict", predict, methods=["POST"], response_model=schemas.PredictResponse,
@@ -178,33 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     async def predict_batch(request: Request) -> Response:
-        started = time.perf_counter()
-        cid = request.headers.get("x-correlation-id") or new_correlation_id()
-        metrics.in_flight.inc()
-        try:
-            body = parse_json(await read_body(request, max_body))
-            prepared, batch_size = prepare_batch(registry.get, body, correlation_id=cid)
-            rows = sum(p.n_rows for p in prepared)
-            if rows >= OFFLOAD_MIN_ROWS:
-                outs = await offload(run_batch, prepared, batch_size)
-            else:
-                outs = run_batch(prepared, batch_size)
-        except ServingError as exc:
-            metrics.for_model(UNKNOWN_MODEL)[1 if exc.status_code < 500 else 2].inc()
-            return native_error(exc, cid)
-        except Exception:
-            metrics.for_model(UNKNOWN_MODEL)[2].inc()
-            return internal_error("batch prediction", cid)
-        finally:
-            metrics.in_flight.dec()
-        elapsed = time.perf_counter() - started
-        # every sub-request counts as one answered request and one latency observation
-        for name, count in Counter(p.model.name for p in prepared).items():
-            ok, _, _, latency = metrics.for_model(name)
-            ok.inc(count)
-            for _ in range(count):
-                latency.observe(elapsed)
-        return json_response(outs, 200, cid)
+        return respond(await hot.predict_batch(body_reader(request),
+                                               request.headers.get("x-correlation-id")))
 
     app.add_api_route(
         "/predict/batch", predict_batch, methods=["POST"],
@@ -239,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # A served model whose folder vanished still gets a reload attempt: it fails,
         # the old version keeps serving, and /health says why (a 404 would be a lie).
         if model_name not in registry.models and not registry.has_folder(model_name):
-            return native_error(ModelNotFoundError(model_name), cid)
+            return respond(hot.native_error(ModelNotFoundError(model_name), cid))
         if broadcast is not None:
             broadcast.announce(model_name)  # every worker process reloads
         else:
@@ -248,8 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- Open Inference Protocol v2 -----------------------------------------------------
 
-    def v2_error(exc: ServingError, cid: str | None = None) -> Response:
-        return json_response({"error": exc.message}, exc.status_code, cid)
+    def v2_error(exc: ServingError) -> Response:
+        return json_response({"error": exc.message}, exc.status_code)
 
     @app.get("/v2", response_model=schemas.V2ServerMetadata, tags=["v2"])
     async def v2_server_metadata() -> Response:
@@ -266,21 +189,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = registry.ready()
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    def _v2_model(name: str, version: str | None) -> Any:
-        model = registry.get(name)
-        if version is not None and version != model.version:
-            raise ModelNotFoundError(f"{name} version {version}")
-        return model
-
     async def v2_model_metadata(name: str, version: str | None = None) -> Response:
         try:
-            return json_response(model_metadata_v2(_v2_model(name, version)))
+            return json_response(model_metadata_v2(hot.v2_model(name, version)))
         except ServingError as exc:
             return v2_error(exc)
 
     async def v2_model_ready(name: str, version: str | None = None) -> Response:
         try:
-            _v2_model(name, version)
+            hot.v2_model(name, version)
         except ServingError as exc:
             if exc.status_code == 503:
                 return json_response({"name": name, "ready": False}, 503)
@@ -288,30 +205,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response({"name": name, "ready": True})
 
     async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
-        started = time.perf_counter()
-        cid = request.headers.get("x-correlation-id")
-        metrics.in_flight.inc()
-        label = UNKNOWN_MODEL
-        try:
-            model = _v2_model(name, version)
-            label = model.name
-            body = parse_json(await read_body(request, max_body))
-            out = infer_v2(model, body, request_id=cid)
-        except ServingError as exc:
-            metrics.for_model(label)[1 if exc.status_code < 500 else 2].inc()
-            return v2_error(exc, cid)
-        except Exception:
-            metrics.for_model(label)[2].inc()
-            cid = cid or new_correlation_id()
-            correlation_id_var.set(cid)
-            log.exception("internal error", extra={"during": f"v2 inference with {name}"})
-            return json_response({"error": f"internal error; correlation id {cid}"}, 500, cid)
-        finally:
-            metrics.in_flight.dec()
-        ok, _, _, latency = metrics.for_model(label)
-        ok.inc()
-        latency.observe(time.perf_counter() - started)
-        return json_response(out, 200, cid or out["id"])
+        return respond(await hot.v2_infer(body_reader(request),
+                                          request.headers.get("x-correlation-id"), name, version))
 
     v2_errors = {400: {"model": schemas.V2Error}, 404: {"model": schemas.V2Error},
                  422: {"model": schemas.V2Error}}

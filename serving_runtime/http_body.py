@@ -1,42 +1,87 @@
-"""Reading request bodies with a size limit, and building JSON responses with orjson."""
+"""Reading request bodies with a size limit, and writing JSON responses with orjson —
+as Starlette Responses (FastAPI routes) or as raw ASGI messages (the hot path)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from serving_runtime.errors import PayloadTooLargeError
 
 JSON = "application/json"
+_JSON_BYTES = JSON.encode()
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_asgi_body(receive: Receive, declared: str | bytes | None, limit: int) -> bytes:
     """The whole body, or PayloadTooLargeError (413) as soon as it exceeds `limit`:
-    a declared Content-Length is refused before reading, a chunked body while streaming."""
-    declared = request.headers.get("content-length")
+    a declared Content-Length (`declared`) is refused before reading, a chunked body while
+    streaming. A client that disconnects mid-body raises ClientDisconnect."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        size = declared.decode() if isinstance(declared, bytes) else declared
         raise PayloadTooLargeError(
-            f"request body of {declared} bytes exceeds the limit of {limit} bytes "
+            f"request body of {size} bytes exceeds the limit of {limit} bytes "
             f"(MAX_BODY_BYTES)"
         )
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)"
-            )
-        chunks.append(chunk)
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"request body exceeds the limit of {limit} bytes (MAX_BODY_BYTES)"
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        elif kind == "http.disconnect":
+            raise ClientDisconnect()
+    if not chunks:
+        return b""
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def correlation_header(correlation_id: str | None) -> bytes | None:
+    """The X-Correlation-ID header value for `correlation_id`, or None when it cannot be
+    one (control characters or characters outside latin-1); the id stays in the body."""
+    if not correlation_id or not correlation_id.isprintable():
+        return None
+    try:
+        return correlation_id.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
 def json_response(
     content: Any, status_code: int = 200, correlation_id: str | None = None
 ) -> Response:
-    headers = {"x-correlation-id": correlation_id} if correlation_id else None
+    value = correlation_header(correlation_id)
+    headers = {"x-correlation-id": value.decode("latin-1")} if value else None
     return Response(orjson.dumps(content), status_code=status_code, media_type=JSON,
                     headers=headers)
+
+
+async def send_json(send: Send, content: Any, status_code: int = 200,
+                    correlation_id: str | None = None,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """The same response as `json_response`, as two raw ASGI messages."""
+    body = orjson.dumps(content)
+    headers = [(b"content-type", _JSON_BYTES), (b"content-length", b"%d" % len(body))]
+    value = correlation_header(correlation_id)
+    if value:
+        headers.append((b"x-correlation-id", value))
+    if extra_headers:
+        headers += extra_headers
+    await send({"type": "http.response.start", "status": status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

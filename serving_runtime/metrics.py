@@ -43,7 +43,8 @@ class RuntimeMetrics:
             ["model_name", "status"], registry=reg,
         )
         self.latency = Histogram(
-            "inference_latency_seconds", "Time to answer a successful inference request",
+            "inference_latency_seconds", "Time to answer a successful inference HTTP request "
+            "(a /predict/batch: once per model it used)",
             ["model_name"], buckets=LATENCY_BUCKETS, registry=reg,
         )
         self.in_flight = Gauge(

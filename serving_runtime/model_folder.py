@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from serving_runtime.errors import IntegrityError, InvalidInputError, ModelLoadError
-from serving_runtime.fastpath.accelerate import FastPathStatus, accelerate
+from serving_runtime.fastpath.accelerate import CHECK_ROWS, FastPathStatus, accelerate
 from serving_runtime.features import columns_to_matrix
 from serving_runtime.runtimes import ModelRuntime, runtime_class
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS
@@ -147,13 +147,17 @@ def load_model(
     allow_unsafe: bool = False,
     threads: int | None = None,
     check: bool = True,
+    fast_path: bool = True,
+    fast_path_check_rows: int = CHECK_ROWS,
 ) -> LoadedModel:
     """Load and check one model folder.
 
     Verifies the artifact's sha256 (when metadata has one) before deserialising it;
     refuses pickle/joblib unless `allow_unsafe` or metadata `"allow_unsafe": true`; with
     `check`, predicts sample.json's input and compares with its expected output (or, without
-    a sample, predicts one row of zeros). Raises ModelLoadError (or a subclass) on failure.
+    a sample, predicts one row of zeros). `fast_path` puts the compiled evaluator in front
+    when it agrees with the framework on `fast_path_check_rows` random rows.
+    Raises ModelLoadError (or a subclass) on failure.
     """
     folder = Path(folder)
     name = folder.name
@@ -174,7 +178,8 @@ def load_model(
         artifact, allow_unsafe=unsafe, threads=threads
     )
     # compiled evaluator, self-checked against the framework; falls back on disagreement
-    runtime, fast_path = accelerate(runtime, model_name=name)
+    runtime, fast_status = accelerate(runtime, model_name=name, enabled=fast_path,
+                                      check_rows=fast_path_check_rows)
 
     feature_names = _feature_names(meta, runtime)
     task = meta.get("task")
@@ -200,7 +205,7 @@ def load_model(
         artifact=artifact.name,
         sha256=digest,
         metadata=meta,
-        fast_path=fast_path,
+        fast_path=fast_status,
     )
     if check:
         check_model(model)

@@ -145,6 +145,8 @@ class ModelRegistry:
             self.folder_of(name),
             allow_unsafe=self.settings.allow_unsafe_loading,
             threads=self.settings.inference_threads,
+            fast_path=self.settings.fast_path,
+            fast_path_check_rows=self.settings.fast_path_check_rows,
         )
 
     # --- health --------------------------------------------------------------------------

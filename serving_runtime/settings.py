@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     allow_unsafe_loading: bool = False
     log_level: str = "info"
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    fast_path: bool = Field(
+        default=True,
+        description="serve tree ensembles with the compiled evaluator when its load-time "
+        "check agrees with the framework; false = the framework's own predict",
+    )
+    fast_path_check_rows: int = Field(
+        default=2000, ge=100, description="random rows of the load-time agreement check"
+    )
+    shed_lag_ms: float = Field(
+        default=50.0, ge=0,
+        description="answer hot requests 503 + Retry-After while the event loop runs this "
+        "late (ms) under a stream of requests; 0 = never shed",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -10,7 +10,6 @@ with a log line saying why; the caller meters the status (`model_fast_path`).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,10 +22,8 @@ from serving_runtime.runtimes.base import ModelRuntime
 log = logging.getLogger("serving_runtime.fastpath")
 
 # Rows compared at load time: enough to exercise every leaf of a small forest, cheap
-# enough (~50-400 ms) not to slow a reload noticeably.
-CHECK_ROWS = int(os.environ.get("N1V1_FASTPATH_CHECK_ROWS", "2000"))
-# Escape hatch for debugging a suspected fast-path problem: serve with the reference path.
-DISABLED = os.environ.get("N1V1_FASTPATH", "1").lower() in ("0", "false", "no", "off")
+# enough (~50-400 ms) not to slow a reload noticeably (Settings.fast_path_check_rows).
+CHECK_ROWS = 2000
 
 FastPathState = Literal["active", "fallback", "unsupported", "disabled"]
 
@@ -108,15 +105,16 @@ def _single_threaded(model: Any) -> None:
         log.info("could not set single-threaded prediction", extra={"error": str(exc)})
 
 
-def accelerate(runtime: ModelRuntime, *, model_name: str,
-               check_rows: int = CHECK_ROWS) -> tuple[ModelRuntime, FastPathStatus]:
+def accelerate(runtime: ModelRuntime, *, model_name: str, check_rows: int = CHECK_ROWS,
+               enabled: bool = True) -> tuple[ModelRuntime, FastPathStatus]:
     """(runtime to serve with, status). Never raises for a model problem: any failure to
-    compile or to agree means the reference runtime serves."""
+    compile or to agree means the reference runtime serves. `enabled=False` (FAST_PATH=false,
+    an escape hatch when debugging a suspected fast-path problem) serves the reference."""
     found = _model_of(runtime)
     if found is not None:
         _single_threaded(found[0])
-    if DISABLED:
-        return runtime, FastPathStatus("disabled", None, "N1V1_FASTPATH is off")
+    if not enabled:
+        return runtime, FastPathStatus("disabled", None, "fast path turned off (FAST_PATH)")
     evaluator = None
     if found is not None:
         try:

@@ -2,9 +2,11 @@
 
 FastAPI's router, dependency machinery and middleware stack cost more per request than a
 compiled RF-10 prediction (measured: ~2.2k rps for a FastAPI route vs ~5.9k for a raw ASGI
-callable doing the same orjson work, same machine, same moment). The hot endpoints already
-take a raw `Request` and return a ready `Response`, so this layer calls the *same endpoint
-functions* directly: same validation, messages, metrics and wire format, minus the routing.
+callable doing the same orjson work, same machine, same moment), and Starlette's Request
+and Response objects another ~10 us. The hot endpoints' logic lives in
+`serving_runtime.hot_handlers.HotHandlers` (the FastAPI routes wrap the same methods), so
+this layer reads the body and writes the reply with raw ASGI messages and calls those
+methods directly: same validation, messages, metrics and wire format, minus the routing.
 Everything else (docs, health, metrics, reload, lifespan) goes to the FastAPI app.
 
 It also sheds load: when the event loop runs late by more than `shed_lag_s` (the loop is
@@ -16,26 +18,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-from starlette.requests import Request
+from serving_runtime.http_body import read_asgi_body, send_json
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-# Shed when the loop is this late (≈ how long a request already waits in this process).
-# Measured: at 20 ms, 16 connections sending 64-row batches (~1.5 ms each, so ~25 ms of
-# queued work) were shed by 30-45 % without any real overload, while p99 stayed set by the
-# shared machine's scheduling noise anyway; 50 ms sheds only a growing backlog.
-SHED_LAG_S = float(os.environ.get("N1V1_SHED_LAG_MS", "50")) / 1000.0
+# Shed when the loop is this late (≈ how long a request already waits in this process);
+# Settings.shed_lag_ms. Measured: at 20 ms, 16 connections sending 64-row batches (~1.5 ms
+# each, so ~25 ms of queued work) were shed by 30-45 % without any real overload, while p99
+# stayed set by the shared machine's scheduling noise anyway; 50 ms sheds only a growing
+# backlog.
+SHED_LAG_S = 0.050
 _PROBE_S = 0.005
 SHED_MIN_ARRIVALS = 4
 _PROBES_LATE = 3
 _V2_PREFIX = "/v2/models/"
+_RETRY_AFTER = [(b"retry-after", b"1")]
+_DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
 
 class HotPathApp:
@@ -44,25 +47,17 @@ class HotPathApp:
         self.shed_lag_s = shed_lag_s
         self.lag = 0.0  # how late the last loop probe fired (seconds)
         self._probe: asyncio.Task[None] | None = None
-        self._routes: dict[str, Callable[..., Awaitable[Any]]] | None = None
         self.shed_total = 0
         self._arrivals = 0  # hot requests since the last loop probe
         self.recent_arrivals = 0
+        state = getattr(app, "state", None)
+        self.hot = getattr(state, "hot", None)  # HotHandlers; None: everything passes through
+        self.max_body = getattr(getattr(state, "settings", None), "max_body_bytes",
+                                _DEFAULT_MAX_BODY)
 
     # FastAPI/Starlette attributes (state, routes, openapi...) stay reachable for tests
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["app"], name)
-
-    def _resolve(self) -> dict[str, Callable[..., Awaitable[Any]]]:
-        found: dict[str, Callable[..., Awaitable[Any]]] = {}
-        for route in self.app.routes:
-            methods = getattr(route, "methods", None) or ()
-            if "POST" not in methods:
-                continue
-            path = getattr(route, "path", "")
-            if path in ("/predict", "/predict/batch", "/v2/models/{name}/infer"):
-                found[path] = route.endpoint
-        return found
 
     async def _watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,30 +72,48 @@ class HotPathApp:
             self.lag = min(recent)
             self.recent_arrivals, self._arrivals = self._arrivals, 0
 
+    def _handler(self, path: str) -> tuple[Any, str | None]:
+        """(bound handler, model name for V2) for a hot path, else (None, None)."""
+        hot = self.hot
+        if path == "/predict":
+            return hot.predict, None
+        if path == "/predict/batch":
+            return hot.predict_batch, None
+        if path.startswith(_V2_PREFIX) and path.endswith("/infer"):
+            name = path[len(_V2_PREFIX):-len("/infer")]
+            if name and "/" not in name:
+                return hot.v2_infer, name
+        return None, None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            routes = self._routes
-            if routes is None:
-                routes = self._routes = self._resolve()
-            if self._probe is None:
-                self._probe = asyncio.ensure_future(self._watch_loop())
-            path = scope["path"]
-            endpoint = routes.get(path)
-            kwargs: dict[str, str] = {}
-            if endpoint is None and path.startswith(_V2_PREFIX) and path.endswith("/infer"):
-                name = path[len(_V2_PREFIX):-len("/infer")]
-                if name and "/" not in name:
-                    endpoint = routes.get("/v2/models/{name}/infer")
-                    kwargs["name"] = name
-            if endpoint is not None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.hot is not None:
+            handler, v2_name = self._handler(scope["path"])
+            if handler is not None:
+                if self._probe is None:
+                    self._probe = asyncio.ensure_future(self._watch_loop())
+                cid = declared = None
+                for key, value in scope["headers"]:
+                    if key == b"x-correlation-id":
+                        cid = value.decode("latin-1")
+                    elif key == b"content-length":
+                        declared = value
                 self._arrivals += 1
                 # a late loop alone may be a model (re)load or another process; a late loop
                 # with requests piling in is overload
-                if self.lag > self.shed_lag_s and self.recent_arrivals >= SHED_MIN_ARRIVALS:
-                    await self._shed(scope, send, v2=bool(kwargs))
+                if (self.lag > self.shed_lag_s > 0
+                        and self.recent_arrivals >= SHED_MIN_ARRIVALS):
+                    await self._shed(send, cid, v2=v2_name is not None)
                     return
-                response = await endpoint(Request(scope, receive), **kwargs)
-                await response(scope, receive, send)
+                max_body = self.max_body
+
+                def read() -> Awaitable[bytes]:
+                    return read_asgi_body(receive, declared, max_body)
+
+                if v2_name is None:
+                    reply = await handler(read, cid)
+                else:
+                    reply = await handler(read, cid, v2_name)
+                await send_json(send, reply.content, reply.status, reply.correlation_id)
                 return
         elif scope["type"] == "lifespan":
             try:
@@ -113,26 +126,19 @@ class HotPathApp:
             return
         await self.app(scope, receive, send)
 
-    async def _shed(self, scope: Scope, send: Send, *, v2: bool) -> None:
+    async def _shed(self, send: Send, cid: str | None, *, v2: bool) -> None:
         self.shed_total += 1
-        cid = None
-        for k, v in scope.get("headers", ()):
-            if k == b"x-correlation-id":
-                cid = v.decode("latin-1")
         msg = (f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); "
                f"retry after 1 s")
         doc: dict[str, Any] = {"error": msg} if v2 else {"detail": msg, "correlation_id": cid}
-        body = orjson.dumps(doc)
-        headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"),
-                   (b"content-length", str(len(body)).encode())]
-        if cid:
-            headers.append((b"x-correlation-id", cid.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, doc, 503, cid, _RETRY_AFTER)
 
 
 def with_hot_path(app: Any) -> HotPathApp:
-    return HotPathApp(app)
+    """`app` (from create_app) behind the hot-path layer, shedding per its settings."""
+    settings = getattr(getattr(app, "state", None), "settings", None)
+    lag_ms = getattr(settings, "shed_lag_ms", SHED_LAG_S * 1000.0)
+    return HotPathApp(app, shed_lag_s=lag_ms / 1000.0)
 
 
 __all__ = ["HotPathApp", "with_hot_path"]

@@ -136,93 +136,169 @@ def test_registry_meters_fast_path_state(tmp_path: Path, monkeypatch: pytest.Mon
 # --- hot-path ASGI layer -------------------------------------------------------------
 
 
-class _FakeApp:
-    """Stands in for the FastAPI app: routes with endpoints, records what reached it."""
+@pytest.fixture
+def served(tmp_path: Path) -> tuple[Any, list[tuple[str, tuple[Any, ...]]]]:
+    """A real runtime app serving one forest, models loaded; the HotHandlers methods are
+    wrapped so a test can see which requests reached them (and with what)."""
+    from serving_runtime.app import create_app
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.passed_through: list[str] = []
+    save_model(_forest(0), tmp_path / "m", version="1", sample=X[:3])
+    app = create_app(Settings(models_dir=tmp_path))
+    asyncio.run(app.state.registry.load_expected())
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    hot = app.state.hot
 
-        class Route:
-            def __init__(self, path: str, endpoint: Any) -> None:
-                self.path, self.endpoint, self.methods = path, endpoint, {"POST"}
+    def spy(name: str) -> Any:
+        real = getattr(hot, name)
 
-        def endpoint(label: str) -> Any:
-            async def handler(request: Any, **kw: Any) -> Any:
-                self.calls.append((label, kw))
-                from starlette.responses import Response
-                return Response(b"{}", media_type="application/json")
-            return handler
+        async def call(*args: Any) -> Any:
+            calls.append((name, args[1:]))  # (header correlation id, [model name])
+            return await real(*args)
+        return call
 
-        self.routes = [Route("/predict", endpoint("predict")),
-                       Route("/predict/batch", endpoint("batch")),
-                       Route("/v2/models/{name}/infer", endpoint("v2"))]
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        self.passed_through.append(scope["path"])
-        await send({"type": "http.response.start", "status": 404, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    for name in ("predict", "predict_batch", "v2_infer"):
+        setattr(hot, name, spy(name))
+    return app, calls
 
 
-def _call(app: Any, path: str, method: str = "POST",
-          headers: list[tuple[bytes, bytes]] | None = None) -> list[dict[str, Any]]:
+ROW = {f"f{i}": [float(v)] for i, v in enumerate(X[0])}
+
+
+def _call(app: Any, path: str, method: str = "POST", body: Any = None,
+          headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, dict[str, Any], Any]:
+    """One request through `app` as uvicorn would send it: (status, headers, JSON body)."""
+    import orjson
+
     sent: list[dict[str, Any]] = []
-    scope = {"type": "http", "method": method, "path": path, "headers": headers or [],
-             "query_string": b""}
+    raw = orjson.dumps(body) if body is not None else b""
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
+             "headers": [(b"content-length", str(len(raw)).encode()), *(headers or [])],
+             "query_string": b"", "http_version": "1.1", "scheme": "http", "root_path": "",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 9)}
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.request", "body": raw, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     async def run() -> None:
         await app(scope, receive, send)
-        if app._probe is not None:
+        if getattr(app, "_probe", None) is not None:
             app._probe.cancel()
             app._probe = None
 
     asyncio.run(run())
-    return sent
+    body_bytes = b"".join(m.get("body", b"") for m in sent[1:])
+    return (sent[0]["status"], dict(sent[0]["headers"]),
+            orjson.loads(body_bytes) if body_bytes else None)
 
 
-def test_hot_routes_reach_the_same_endpoints_and_the_rest_passes_through() -> None:
-    fake = _FakeApp()
-    app = HotPathApp(fake)
-    _call(app, "/predict")
-    _call(app, "/predict/batch")
-    _call(app, "/v2/models/my-model/infer")
-    _call(app, "/health", method="GET")
-    _call(app, "/v2/models/a/b/infer")  # not a model name: FastAPI decides (404)
-    assert fake.calls == [("predict", {}), ("batch", {}), ("v2", {"name": "my-model"})]
-    assert fake.passed_through == ["/health", "/v2/models/a/b/infer"]
+def test_hot_routes_reach_the_same_handlers_and_the_rest_passes_through(served: Any) -> None:
+    fastapi_app, calls = served
+    app = HotPathApp(fastapi_app)
+    status, headers, doc = _call(app, "/predict", body={"model_name": "m", "features": ROW},
+                                 headers=[(b"x-correlation-id", b"abc")])
+    assert status == 200 and doc["prediction"] == _forest(0).predict(X[:1]).tolist()
+    assert headers[b"x-correlation-id"] == b"abc" and doc["correlation_id"] == "abc"
+    status, _, doc = _call(app, "/predict/batch",
+                           body={"requests": [{"model_name": "m", "features": ROW}] * 2})
+    assert status == 200 and len(doc) == 2
+    v2 = {"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP64",
+                      "data": X[0].tolist()}]}
+    status, _, doc = _call(app, "/v2/models/m/infer", body=v2)
+    assert status == 200 and doc["model_name"] == "m"
+    assert calls == [("predict", ("abc",)), ("predict_batch", (None,)),
+                     ("v2_infer", (None, "m"))]
+    # everything else is FastAPI's: the same app answers, through its router
+    status, _, doc = _call(app, "/health", method="GET")
+    assert status == 200 and doc["ready"] is True
+    status, _, _ = _call(app, "/v2/models/a/b/infer", body=v2)  # not a model name
+    assert status == 404
+    assert len(calls) == 3
+    # and the FastAPI routes themselves call the same handlers
+    status, _, doc = _call(fastapi_app, "/predict", body={"model_name": "m", "features": ROW})
+    assert status == 200 and calls[-1] == ("predict", (None,))
 
 
-def test_overload_is_shed_with_503_and_retry_after() -> None:
-    fake = _FakeApp()
-    app = HotPathApp(fake, shed_lag_s=0.02)
+def test_hot_path_errors_and_body_limit_match_the_fastapi_routes(served: Any) -> None:
+    fastapi_app, _ = served
+    app = HotPathApp(fastapi_app)
+    bodies: list[Any] = [{"model_name": "m", "features": {**ROW, "f9": [1.0]}},
+                         {"model_name": "ghost", "features": ROW}, [1, 2],
+                         {"model_name": "m", "features": ROW, "correlation_id": "a\nb"}]
+    for body in bodies:
+        hot = _call(app, "/predict", body=body)
+        routed = _call(fastapi_app, "/predict", body=body)
+        assert hot[0] == routed[0] and hot[0] in (404, 422)
+        assert {k: v for k, v in hot[2].items() if k != "correlation_id"} == {
+            k: v for k, v in routed[2].items() if k != "correlation_id"}
+    app.max_body = 100
+    status, _, doc = _call(app, "/predict", body={"model_name": "m", "features": ROW})
+    assert status == 413 and "exceeds the limit of 100 bytes" in doc["detail"]
+
+
+def test_a_correlation_id_that_cannot_be_a_header_stays_in_the_body(served: Any) -> None:
+    """V2 request ids are free text: one outside latin-1 must not break the response."""
+    fastapi_app, _ = served
+    v2 = {"id": "注文-1", "inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP64",
+                                     "data": X[0].tolist()}]}
+    for app in (HotPathApp(fastapi_app), fastapi_app):
+        status, headers, doc = _call(app, "/v2/models/m/infer", body=v2)
+        assert status == 200 and doc["id"] == "注文-1"
+        assert b"x-correlation-id" not in headers
+
+
+def test_overload_is_shed_with_503_and_retry_after(served: Any) -> None:
+    fastapi_app, calls = served
+    app = HotPathApp(fastapi_app, shed_lag_s=0.02)
     app.lag, app.recent_arrivals = 0.5, 100  # the loop is half a second behind, under load
-    sent = _call(app, "/predict", headers=[(b"x-correlation-id", b"abc")])
-    start = sent[0]
-    assert start["status"] == 503
-    headers = dict(start["headers"])
+    status, headers, doc = _call(app, "/predict", body={"model_name": "m", "features": ROW},
+                                 headers=[(b"x-correlation-id", b"abc")])
+    assert status == 503
     assert headers[b"retry-after"] == b"1"
     assert headers[b"x-correlation-id"] == b"abc"
-    import orjson
-    doc = orjson.loads(sent[1]["body"])
     assert "overloaded" in doc["detail"] and doc["correlation_id"] == "abc"
-    assert fake.calls == []
-    v2 = _call(app, "/v2/models/m/infer")
-    assert v2[0]["status"] == 503 and "error" in orjson.loads(v2[1]["body"])
+    status, _, doc = _call(app, "/v2/models/m/infer", body={})
+    assert status == 503 and "error" in doc
+    assert calls == []
 
 
-def test_a_late_loop_without_a_request_backlog_is_not_shed() -> None:
+def test_a_late_loop_without_a_request_backlog_is_not_shed(served: Any) -> None:
     """One slow model (re)load or a busy neighbour process must not refuse requests."""
-    fake = _FakeApp()
-    app = HotPathApp(fake, shed_lag_s=0.02)
+    fastapi_app, calls = served
+    app = HotPathApp(fastapi_app, shed_lag_s=0.02)
     app.lag, app.recent_arrivals = 0.5, 1
-    sent = _call(app, "/predict")
-    assert sent[0]["status"] == 200 and fake.calls == [("predict", {})]
+    status, _, _ = _call(app, "/predict", body={"model_name": "m", "features": ROW})
+    assert status == 200 and [c[0] for c in calls] == ["predict"]
+
+
+def test_shedding_follows_the_settings_and_zero_turns_it_off(served: Any,
+                                                             tmp_path: Path) -> None:
+    from serving_runtime.app import create_app
+    from serving_runtime.fastpath.asgi import with_hot_path
+
+    assert with_hot_path(create_app(Settings(models_dir=tmp_path))).shed_lag_s == 0.05
+    assert with_hot_path(
+        create_app(Settings(models_dir=tmp_path, shed_lag_ms=20))).shed_lag_s == 0.02
+    fastapi_app, calls = served
+    app = HotPathApp(fastapi_app, shed_lag_s=0.0)  # SHED_LAG_MS=0
+    app.lag, app.recent_arrivals = 5.0, 1000
+    status, _, _ = _call(app, "/predict", body={"model_name": "m", "features": ROW})
+    assert status == 200 and [c[0] for c in calls] == ["predict"]
+
+
+def test_fast_path_setting_off_serves_the_framework(tmp_path: Path) -> None:
+    save_model(_forest(0), tmp_path / "m", version="1", sample=X[:3])
+    on = load_model(tmp_path / "m", fast_path=True)
+    off = load_model(tmp_path / "m", fast_path=False)
+    assert on.fast_path is not None and on.fast_path.state == "active"
+    assert off.fast_path is not None and off.fast_path.state == "disabled"
+    assert not isinstance(off.runtime, AcceleratedRuntime)
+    registry = ModelRegistry(Settings(models_dir=tmp_path, fast_path=False), RuntimeMetrics())
+    assert asyncio.run(registry.reload("m"))
+    assert registry.models["m"].fast_path.state == "disabled"
+    assert registry.metrics.registry.get_sample_value("model_fast_path", {"model_name": "m"}) == 0
 
 
 def test_values_beyond_float32_take_the_framework_path() -> None:

@@ -106,6 +106,7 @@ CASES = [
     ({"correlation_id": 7}, "'correlation_id' must be a non-empty string"),
     ({"correlation_id": ""}, "'correlation_id' must be a non-empty string"),
     ({"correlation_id": "x" * 257}, "'correlation_id' must be a non-empty string"),
+    ({"correlation_id": "a\nb"}, "'correlation_id' must be a non-empty string"),
     ({"priority": 1}, "unknown fields in request body: priority"),
     ({"features": [1.0] * 6}, "'features' must be an object"),
 ]

@@ -86,6 +86,23 @@ def test_metrics_count_requests_and_latency(zoo_server):
     assert 'model_loaded{model_name="xgb-reg",version="1.0.0"} 1.0' in after
 
 
+def test_batch_metrics_count_requests_and_one_latency_per_model(zoo_server):
+    """A /predict/batch counts each of its requests as answered, and observes the time the
+    caller waited once per model it used (docs/contracts.md)."""
+    c = zoo_server.client
+    before = c.get("/metrics").text
+    one = {"f0": [0.1], "f1": [0.2], "f2": [0.3], "f3": [0.4], "f4": [0.5]}
+    reqs = ([{"model_name": "sk-binary", "features": {**one, "f5": [0.6]}}] * 5
+            + [{"model_name": "xgb-reg", "features": one}] * 2)
+    assert c.post("/predict/batch", json={"requests": reqs}).status_code == 200
+    after = c.get("/metrics").text
+    for name, n in (("sk-binary", 5), ("xgb-reg", 2)):
+        ok = f'inference_requests_total{{model_name="{name}",status="success"}}'
+        count = f'inference_latency_seconds_count{{model_name="{name}"}}'
+        assert metric(after, ok) - metric(before, ok) == n
+        assert metric(after, count) - metric(before, count) == 1
+
+
 def test_no_per_request_log_lines(zoo_server):
     before = zoo_server.logs().count("\n")
     feats = {f"f{i}": [0.1] for i in range(6)}

@@ -66,7 +66,7 @@ def test_hot_reload_under_load_then_failed_reload_keeps_old(tmp_path, start_serv
     # Load shedding (serving_runtime.fastpath, tested in tests/perf) answers 503 when this
     # shared machine delays the event loop; it is off here because this test is about
     # reload atomicity and must see every request answered.
-    srv = start_server(models, env={"N1V1_SHED_LAG_MS": "100000"})
+    srv = start_server(models, env={"SHED_LAG_MS": "0"})
     assert srv.wait_startup_done()["ready"]
     answers = {"1": expected(100.0), "2": expected(200.0)}
 
