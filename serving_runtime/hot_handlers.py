@@ -120,12 +120,11 @@ class HotHandlers:
         metrics.in_flight.inc()
         try:
             body = parse_json(await read())
-            prepared, batch_size = prepare_batch(self.registry.get, body, correlation_id=cid)
-            rows = sum(p.n_rows for p in prepared)
-            if rows >= OFFLOAD_MIN_ROWS:
-                outs = await self.offload(run_batch, prepared, batch_size)
+            groups, batch_size = prepare_batch(self.registry.get, body, correlation_id=cid)
+            if sum(g.n_rows for g in groups) >= OFFLOAD_MIN_ROWS:
+                outs = await self.offload(run_batch, groups, batch_size)
             else:
-                outs = run_batch(prepared, batch_size)
+                outs = run_batch(groups, batch_size)
         except ServingError as exc:
             metrics.for_model(UNKNOWN_MODEL)[1 if exc.status_code < 500 else 2].inc()
             return self.native_error(exc, cid)
@@ -137,7 +136,10 @@ class HotHandlers:
         elapsed = time.perf_counter() - started
         # Each sub-request counts as an answered request; the latency histogram gets one
         # observation per HTTP request and model: the time the caller waited.
-        for name, count in Counter(p.model.name for p in prepared).items():
+        answered: Counter[str] = Counter()
+        for g in groups:
+            answered[g.model.name] += g.n_requests
+        for name, count in answered.items():
             ok, _, _, latency = metrics.for_model(name)
             ok.inc(count)
             latency.observe(elapsed)

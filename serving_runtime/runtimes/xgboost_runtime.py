@@ -13,6 +13,7 @@ import numpy as np
 from serving_runtime.errors import ModelLoadError
 from serving_runtime.runtimes.base import ModelRuntime, Task
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS, load_pickle
+from serving_runtime.runtimes.xgboost_direct import direct_predictor
 
 _CLASSIFICATION_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
 _REGRESSION_PREFIXES = ("reg:", "count:", "survival:", "rank:")
@@ -47,6 +48,8 @@ class XGBoostRuntime(ModelRuntime):
         # The sklearn wrapper predicts with the best iteration after early stopping.
         best = booster.attr("best_iteration")
         self._iteration_range = (0, int(best) + 1) if best is not None else (0, 0)
+        # the same C call as inplace_predict without its per-call Python work (checked)
+        self._direct = direct_predictor(booster, self._iteration_range, self.n_features)
 
     @classmethod
     def load(
@@ -80,10 +83,11 @@ class XGBoostRuntime(ModelRuntime):
         raise ModelLoadError(f"{type(estimator).__name__} is not an XGBoost model")
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        out = self.booster.inplace_predict(
-            X, iteration_range=self._iteration_range, validate_features=False
-        )
-        out = np.asarray(out)
+        out = self._direct(X) if self._direct is not None else None
+        if out is None:
+            out = np.asarray(self.booster.inplace_predict(
+                X, iteration_range=self._iteration_range, validate_features=False
+            ))
         if self.task == "regression":
             return out, None
         if self.objective == "multi:softmax":

@@ -16,6 +16,7 @@ from serving_runtime.errors import InvalidInputError, ModelNotFoundError, Servin
 from serving_runtime.inference import (
     _prepare_each,
     _prepare_uniform,
+    group_requests,
     predict_batch_from_body,
     prepare_batch,
     prepare_predict,
@@ -50,14 +51,20 @@ def test_uniform_batch_equals_the_general_path_and_one_by_one(zoo, models, name)
     get = getter(models)
     fast = _prepare_uniform(get, reqs, "b")
     assert fast is not None  # the one-matrix path is the one taken for this body
-    general = _prepare_each(get, reqs, "b")
-    for a, b in zip(fast, general, strict=True):
-        assert a.model is b.model and a.correlation_id == b.correlation_id
-        np.testing.assert_array_equal(a.X, b.X)
-        assert a.X.dtype == b.X.dtype and a.X.shape == b.X.shape
+    general = group_requests(_prepare_each(get, reqs, "b"))
+    assert len(fast) == len(general) == 1
+    (a,), (b,) = fast, general
+    assert a.model is b.model and a.correlation_ids == b.correlation_ids
+    assert a.offsets == b.offsets == list(range(41))
+    np.testing.assert_array_equal(a.X, b.X)
+    assert a.X.dtype == b.X.dtype and a.X.shape == b.X.shape
     out = predict_batch_from_body(get, {"requests": reqs}, correlation_id="b")
     assert [{k: v for k, v in r.items() if k != "latency_ms"} for r in out] == [
         {k: v for k, v in r.items() if k != "latency_ms"} for r in run_batch(general, None)]
+    # batch_size splits the model calls, not the answers
+    split = predict_batch_from_body(get, {"requests": reqs, "batch_size": 7},
+                                    correlation_id="b")
+    assert [r["prediction"] for r in split] == [r["prediction"] for r in out]
     assert [r["correlation_id"] for r in out] == [
         "own-id" if i == 3 else f"b-{i}" for i in range(len(reqs))]
     # One-by-one /predict may take another evaluator (a 1-row fast path versus a 40-row
@@ -77,12 +84,14 @@ def test_uniform_batch_accepts_any_key_order_and_ints(models):
     a = {"model_name": "sk-binary", "features": {n: [i] for i, n in enumerate(names)}}
     b = {"model_name": "sk-binary",
          "features": {n: [float(i)] for i, n in reversed(list(enumerate(names)))}}
-    prepared = _prepare_uniform(getter(models), [a, b], None)
-    assert prepared is not None
-    np.testing.assert_array_equal(prepared[0].X, prepared[1].X)
-    np.testing.assert_array_equal(prepared[0].X, prepare_predict(models["sk-binary"], a).X)
+    groups = _prepare_uniform(getter(models), [a, b], None)
+    assert groups is not None
+    X = groups[0].X
+    np.testing.assert_array_equal(X[0], X[1])
+    np.testing.assert_array_equal(X[:1], prepare_predict(models["sk-binary"], a).X)
     # generated ids when neither the batch nor the request has one: distinct
-    assert prepared[0].correlation_id != prepared[1].correlation_id
+    first, second = groups[0].correlation_ids
+    assert first != second
 
 
 _DROP = object()
