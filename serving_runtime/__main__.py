@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from typing import Any
 
 ENV_OF_FLAG = {
     "models_dir": "MODELS_DIR",
@@ -71,12 +72,15 @@ def serve(argv: Sequence[str]) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
+    http: Any = "auto"
+    try:  # one send() per response instead of two (serving_runtime/fastpath/http_protocol.py)
+        from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
 
-    # one send() per response instead of two (serving_runtime/fastpath/http_protocol.py)
+        http = CoalescingHttpToolsProtocol
+    except ImportError:  # no httptools on this platform: uvicorn's h11 protocol
+        pass
     common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
-                  log_level=settings.log_level, server_header=False,
-                  http=CoalescingHttpToolsProtocol)
+                  log_level=settings.log_level, server_header=False, http=http)
     if settings.workers == 1:
         from serving_runtime.app import create_app
         from serving_runtime.fastpath.asgi import with_hot_path
