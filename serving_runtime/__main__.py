@@ -5,6 +5,8 @@ environment variables of the same name (docs/contracts.md)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -58,6 +60,20 @@ def serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def http_protocol() -> Any:
+    """uvicorn's `http=`: the protocol that sends a response in one write
+    (serving_runtime/fastpath/http_protocol.py), or uvicorn's default where httptools,
+    which it builds on, is not installed."""
+    if importlib.util.find_spec("httptools") is None:
+        logging.getLogger("serving_runtime").warning(
+            "httptools is not installed: serving with uvicorn's default HTTP protocol "
+            "(two writes per response, slower)")
+        return "auto"
+    from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
+
+    return CoalescingHttpToolsProtocol
+
+
 def serve(argv: Sequence[str]) -> int:
     args = serve_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -72,15 +88,8 @@ def serve(argv: Sequence[str]) -> int:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         return 2
-    http: Any = "auto"
-    try:  # one send() per response instead of two (serving_runtime/fastpath/http_protocol.py)
-        from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
-
-        http = CoalescingHttpToolsProtocol
-    except ImportError:  # no httptools on this platform: uvicorn's h11 protocol
-        pass
     common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
-                  log_level=settings.log_level, server_header=False, http=http)
+                  log_level=settings.log_level, server_header=False, http=http_protocol())
     if settings.workers == 1:
         from serving_runtime.app import create_app
         from serving_runtime.fastpath.asgi import with_hot_path

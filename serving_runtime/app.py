@@ -189,24 +189,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ready = registry.ready()
         return json_response({"ready": ready}, 200 if ready else 503)
 
-    async def v2_model_metadata(name: str, version: str | None = None) -> Response:
+    # The version comes from the path only (`.../versions/{version}/...`): as a function
+    # parameter, FastAPI would also read `?version=` on the unversioned routes, which the
+    # hot-path layer does not.
+    async def v2_model_metadata(request: Request, name: str) -> Response:
         try:
-            return json_response(model_metadata_v2(hot.v2_model(name, version)))
+            model = hot.v2_model(name, request.path_params.get("version"))
+            return json_response(model_metadata_v2(model))
         except ServingError as exc:
             return v2_error(exc)
 
-    async def v2_model_ready(name: str, version: str | None = None) -> Response:
+    async def v2_model_ready(request: Request, name: str) -> Response:
         try:
-            hot.v2_model(name, version)
+            hot.v2_model(name, request.path_params.get("version"))
         except ServingError as exc:
             if exc.status_code == 503:
                 return json_response({"name": name, "ready": False}, 503)
             return v2_error(exc)
         return json_response({"name": name, "ready": True})
 
-    async def v2_infer(request: Request, name: str, version: str | None = None) -> Response:
+    async def v2_infer(request: Request, name: str) -> Response:
         return respond(await hot.v2_infer(body_reader(request),
-                                          request.headers.get("x-correlation-id"), name, version))
+                                          request.headers.get("x-correlation-id"), name,
+                                          request.path_params.get("version")))
 
     v2_errors = {400: {"model": schemas.V2Error}, 404: {"model": schemas.V2Error},
                  422: {"model": schemas.V2Error}}

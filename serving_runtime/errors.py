@@ -44,6 +44,13 @@ class ModelNotReadyError(ServingError):
         self.model_name = model_name
 
 
+class ClientDisconnectedError(ServingError):
+    """The client went away before sending the whole body: counted as a client error;
+    the 400 it maps to is never delivered."""
+
+    status_code = 400
+
+
 class PayloadTooLargeError(ServingError):
     """The body is larger than MAX_BODY_BYTES (413)."""
 

@@ -14,7 +14,7 @@ from serving_runtime.errors import InvalidInputError
 
 # bool is an int subclass in Python, but true/false is not a feature value: compare exact
 # types, not isinstance.
-_NUMERIC_TYPES = frozenset((int, float))
+NUMERIC_TYPES = frozenset((int, float))
 _MAX_NAMES_IN_MESSAGE = 20
 _LIST_ONLY = frozenset((list,))
 
@@ -101,11 +101,11 @@ def columns_to_matrix(
         vals = [c[0] for c in cols]
         try:
             # map() keeps the loops in C; the type check runs first (isfinite("x") raises)
-            if _NUMERIC_TYPES.issuperset(map(type, vals)) and all(map(math.isfinite, vals)):
+            if NUMERIC_TYPES.issuperset(map(type, vals)) and all(map(math.isfinite, vals)):
                 return np.array([vals], dtype=np.float64)
         except OverflowError:  # an int beyond float range
             pass
-    bad = [n for n, c in zip(feature_names, cols, strict=True) if not _NUMERIC_TYPES.issuperset(
+    bad = [n for n, c in zip(feature_names, cols, strict=True) if not NUMERIC_TYPES.issuperset(
         map(type, c))]
     if bad:
         raise InvalidInputError(f"non-numeric values in features: {name_list(bad)}")

@@ -9,8 +9,11 @@ everything that exists then out of the collector's view (`gc.freeze`), so later 
 scan only what requests allocate.
 
 A reload unfreezes first and collects, so the replaced model's reference cycles (generated
-functions and their namespace) are freed rather than kept forever in the frozen set; that
-costs one full collection per reload, paid by the reload, not by every Nth request.
+functions and their namespace) are freed rather than kept forever in the frozen set. That
+full collection runs on the event loop: requests in flight wait for it (~60 ms) once per
+reload (once for all models at start-up) instead of at random under load. Cyclic garbage
+that is still referenced at that moment (a replaced model held by a request in a worker
+thread) stays frozen until the next reload's collection frees it.
 
 The youngest generation's threshold is raised too: parsing one 64-request /predict/batch
 body creates ~6,500 lists and dicts, all alive until the parse ends, so the default

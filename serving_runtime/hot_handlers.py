@@ -100,10 +100,10 @@ class HotHandlers:
             else:
                 out = run_predict(prepared)
         except ServingError as exc:
-            metrics.for_model(name)[1 if exc.status_code < 500 else 2].inc()
+            metrics.for_model(name).failed(exc.status_code).inc()
             return self.native_error(exc, header_cid or _body_cid(body) or new_correlation_id())
         except Exception:
-            metrics.for_model(name)[2].inc()
+            metrics.for_model(name).server_error.inc()
             return self.internal_error(f"prediction with model {name}",
                                        header_cid or _body_cid(body) or new_correlation_id())
         finally:
@@ -126,10 +126,10 @@ class HotHandlers:
             else:
                 outs = run_batch(groups, batch_size)
         except ServingError as exc:
-            metrics.for_model(UNKNOWN_MODEL)[1 if exc.status_code < 500 else 2].inc()
+            metrics.for_model(UNKNOWN_MODEL).failed(exc.status_code).inc()
             return self.native_error(exc, cid)
         except Exception:
-            metrics.for_model(UNKNOWN_MODEL)[2].inc()
+            metrics.for_model(UNKNOWN_MODEL).server_error.inc()
             return self.internal_error("batch prediction", cid)
         finally:
             metrics.in_flight.dec()
@@ -165,10 +165,10 @@ class HotHandlers:
             body = parse_json(await read())
             out = infer_v2(model, body, request_id=header_cid)
         except ServingError as exc:
-            metrics.for_model(label)[1 if exc.status_code < 500 else 2].inc()
+            metrics.for_model(label).failed(exc.status_code).inc()
             return Reply(exc.status_code, {"error": exc.message}, header_cid)
         except Exception:
-            metrics.for_model(label)[2].inc()
+            metrics.for_model(label).server_error.inc()
             cid = header_cid or new_correlation_id()
             correlation_id_var.set(cid)
             log.exception("internal error", extra={"during": f"v2 inference with {name}"})

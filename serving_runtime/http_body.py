@@ -7,10 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from serving_runtime.errors import PayloadTooLargeError
+from serving_runtime.errors import ClientDisconnectedError, PayloadTooLargeError
 
 JSON = "application/json"
 _JSON_BYTES = JSON.encode()
@@ -22,7 +21,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 async def read_asgi_body(receive: Receive, declared: str | bytes | None, limit: int) -> bytes:
     """The whole body, or PayloadTooLargeError (413) as soon as it exceeds `limit`:
     a declared Content-Length (`declared`) is refused before reading, a chunked body while
-    streaming. A client that disconnects mid-body raises ClientDisconnect."""
+    streaming. A client that disconnects mid-body raises ClientDisconnectedError."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         size = declared.decode() if isinstance(declared, bytes) else declared
         raise PayloadTooLargeError(
@@ -46,7 +45,8 @@ async def read_asgi_body(receive: Receive, declared: str | bytes | None, limit: 
             if not message.get("more_body", False):
                 break
         elif kind == "http.disconnect":
-            raise ClientDisconnect()
+            raise ClientDisconnectedError(
+                "client disconnected before sending the whole request body")
     if not chunks:
         return b""
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

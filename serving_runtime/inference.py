@@ -22,6 +22,7 @@ import orjson
 
 from serving_runtime.errors import BadRequestError, InvalidInputError, ModelNotFoundError
 from serving_runtime.features import (
+    NUMERIC_TYPES,
     check_feature_names,
     columns_to_matrix,
     finite_or_raise,
@@ -32,7 +33,6 @@ from serving_runtime.model_folder import LoadedModel
 _PREDICT_FIELDS = frozenset(("model_name", "features", "correlation_id"))
 _BATCH_FIELDS = frozenset(("requests", "batch_size"))
 MAX_CORRELATION_ID_LENGTH = 256
-_NUMERIC = frozenset((int, float))  # exact types: bool is an int subclass, not a feature value
 _first = itemgetter(0)
 
 
@@ -49,7 +49,8 @@ def parse_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: nesting deeper than either parser goes (orjson stops at 1024)
             raise BadRequestError(f"malformed JSON body: {exc}") from None
 
 
@@ -240,7 +241,7 @@ def _prepare_uniform(
     get_model: Callable[[str], LoadedModel], reqs: list[Any], correlation_id: str | None
 ) -> list[PreparedGroup] | None:
     """The common batch (every request one row for the same model, nothing unusual)
-    validated as one matrix: ~4x cheaper than request by request (measured 680 -> ~170 us
+    validated as one matrix: about half the cost of request by request (measured 680 -> ~300 us
     for 64 XGB-100 requests), because the type and finiteness checks run once, in C, over
     all values. Returns None at the first surprise; the per-request path then validates
     again and names the failing request, so errors and results are the same either way."""
@@ -255,6 +256,8 @@ def _prepare_uniform(
         return None
     names = model.feature_names
     n = len(names)
+    if n == 0:
+        return None
     pick = itemgetter(*names) if n > 1 else (lambda f, k=names[0]: (f[k],))
     cols: list[Any] = []
     extend = cols.extend
@@ -288,7 +291,7 @@ def _prepare_uniform(
         values = list(map(_first, cols))
     except (IndexError, KeyError, TypeError):
         return None
-    if sum(map(len, cols)) != len(cols) or not _NUMERIC.issuperset(map(type, values)):
+    if sum(map(len, cols)) != len(cols) or not NUMERIC_TYPES.issuperset(map(type, values)):
         return None
     try:
         X = np.array(values, dtype=np.float64).reshape(len(reqs), n)
@@ -428,7 +431,7 @@ def _v2_matrix(model: LoadedModel, inputs: Any) -> np.ndarray:
             )
         if shape[0] == 0:
             raise InvalidInputError(f"empty input: input '{name}' has no rows")
-        if not frozenset((int, float)).issuperset(map(type, flat)):
+        if not NUMERIC_TYPES.issuperset(map(type, flat)):
             raise InvalidInputError(f"non-numeric values in input '{name}'")
         try:
             X = np.array(flat, dtype=np.float64).reshape(shape[0], n)

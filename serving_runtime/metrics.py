@@ -9,6 +9,7 @@ a scrape of any worker sees the sum over all of them.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +26,18 @@ LATENCY_BUCKETS = (
     0.5, 1.0, 2.5,
 )
 UNKNOWN_MODEL = "unknown"
+
+
+class ModelCounters(NamedTuple):
+    """The per-model series a request updates (label lookups done once, cached)."""
+
+    success: Counter
+    client_error: Counter
+    server_error: Counter
+    latency: Histogram
+
+    def failed(self, status_code: int) -> Counter:
+        return self.client_error if status_code < 500 else self.server_error
 
 
 class RuntimeMetrics:
@@ -69,14 +82,13 @@ class RuntimeMetrics:
             "check failed: see the logs)", ["model_name"],
             registry=reg, multiprocess_mode="livemax",
         )
-        self._children: dict[str, tuple[Counter, Counter, Counter, Histogram]] = {}
+        self._children: dict[str, ModelCounters] = {}
 
-    def for_model(self, name: str) -> tuple[Counter, Counter, Counter, Histogram]:
-        """(success, client_error, server_error, latency) children, cached: the label
-        lookup costs more than the increment."""
+    def for_model(self, name: str) -> ModelCounters:
+        """The model's series, cached: the label lookup costs more than the increment."""
         c = self._children.get(name)
         if c is None:
-            c = (
+            c = ModelCounters(
                 self.requests.labels(name, "success"),
                 self.requests.labels(name, "client_error"),
                 self.requests.labels(name, "server_error"),

@@ -88,15 +88,18 @@ class ModelRegistry:
         for name in self.expected:
             self.states.setdefault(name, ModelState(name))
         for name in self.expected:
-            await self.reload(name)
+            await self.reload(name, settle=False)
+        settle_after_load()  # once for all models (serving_runtime/heap.py)
         self.startup_done = True
         log.info("startup loading finished", extra={
             "models_loaded": sorted(self.models), "expected": self.expected})
 
-    async def reload(self, name: str) -> bool:
+    async def reload(self, name: str, *, settle: bool = True) -> bool:
         """Load `name` from its folder beside the current version, check it, swap it in.
         Returns whether the new version now serves. Reloads of one model run one at a time
-        (a reload asked for during another picks up the files as they are then)."""
+        (a reload asked for during another picks up the files as they are then). `settle`
+        collects and re-freezes the heap afterwards (serving_runtime/heap.py); start-up does
+        that once for all its models instead."""
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             state = self.states.setdefault(name, ModelState(name))
@@ -129,9 +132,7 @@ class ModelRegistry:
             self.metrics.reloads.labels(name, "success").inc()
             previous = old.version if old else None
             old = None  # nothing here holds the replaced version any more
-            # A replaced version still held by an in-flight request is frozen with the
-            # rest and freed by the next reload's collection.
-            gc_s = settle_after_load()
+            gc_s = settle_after_load() if settle else 0.0
             log.info("model loaded", extra={
                 "model_name": name, "version": new.version, "framework": new.framework,
                 "previous_version": previous, "sha256": new.sha256,

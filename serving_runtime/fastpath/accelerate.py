@@ -18,12 +18,13 @@ import numpy as np
 
 from serving_runtime.fastpath.evaluator import Evaluator, compile_evaluator, verify
 from serving_runtime.runtimes.base import ModelRuntime
+from serving_runtime.settings import Settings
 
 log = logging.getLogger("serving_runtime.fastpath")
 
 # Rows compared at load time: enough to exercise every leaf of a small forest, cheap
 # enough (~50-400 ms) not to slow a reload noticeably (Settings.fast_path_check_rows).
-CHECK_ROWS = 2000
+CHECK_ROWS: int = Settings.model_fields["fast_path_check_rows"].default
 
 FastPathState = Literal["active", "fallback", "unsupported", "disabled"]
 

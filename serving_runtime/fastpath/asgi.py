@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serving_runtime.http_body import read_asgi_body, send_json
+from serving_runtime.settings import Settings
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -32,13 +33,13 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # each, so ~25 ms of queued work) were shed by 30-45 % without any real overload, while p99
 # stayed set by the shared machine's scheduling noise anyway; 50 ms sheds only a growing
 # backlog.
-SHED_LAG_S = 0.050
+SHED_LAG_S = Settings.model_fields["shed_lag_ms"].default / 1000.0
 _PROBE_S = 0.005
 SHED_MIN_ARRIVALS = 4
 _PROBES_LATE = 3
 _V2_PREFIX = "/v2/models/"
 _RETRY_AFTER = [(b"retry-after", b"1")]
-_DEFAULT_MAX_BODY = 8 * 1024 * 1024
+_DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
 class HotPathApp:
@@ -93,7 +94,7 @@ class HotPathApp:
                     self._probe = asyncio.ensure_future(self._watch_loop())
                 cid = declared = None
                 for key, value in scope["headers"]:
-                    if key == b"x-correlation-id":
+                    if key == b"x-correlation-id" and cid is None:  # first, as Starlette
                         cid = value.decode("latin-1")
                     elif key == b"content-length":
                         declared = value

@@ -9,7 +9,9 @@ sending them together when the turn ends measured, same machine, same minute, on
 
 The cost is that bytes leave at the end of the current loop turn rather than at once:
 within one turn the loop is running other ready requests, so a response waits at most for
-those (tens of microseconds each); `close()` sends what is pending first.
+those (tens of microseconds each); `close()` and `write_eof()` send what is pending first.
+Back-pressure (the real transport pausing the protocol) is seen one turn later than
+without the wrapper, which matters only for responses streamed in many writes.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ class CoalescingTransport:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def abort(self) -> None:
         self._pending = []

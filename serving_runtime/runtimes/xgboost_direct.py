@@ -67,7 +67,8 @@ class DirectDensePredictor:
         size = 1
         for d in out_shape:
             size *= d
-        # the buffer belongs to the booster and is reused by its next call: copy it out
+        # the buffer is XGBoost's per-thread entry for this booster, overwritten by this
+        # thread's next call: copy it out
         flat = np.ctypeslib.as_array(out, shape=(size,)).copy()
         return flat.reshape(out_shape)
 

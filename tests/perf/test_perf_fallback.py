@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 
 import serving_runtime.fastpath.accelerate as acc
 from serving_runtime import save_model
+from serving_runtime.app import create_app
 from serving_runtime.fastpath import compile_evaluator
 from serving_runtime.fastpath.accelerate import AcceleratedRuntime, accelerate
 from serving_runtime.fastpath.asgi import HotPathApp
@@ -140,7 +141,7 @@ def test_registry_meters_fast_path_state(tmp_path: Path, monkeypatch: pytest.Mon
 def served(tmp_path: Path) -> tuple[Any, list[tuple[str, tuple[Any, ...]]]]:
     """A real runtime app serving one forest, models loaded; the HotHandlers methods are
     wrapped so a test can see which requests reached them (and with what)."""
-    from serving_runtime.app import create_app
+
 
     save_model(_forest(0), tmp_path / "m", version="1", sample=X[:3])
     app = create_app(Settings(models_dir=tmp_path))
@@ -165,19 +166,23 @@ ROW = {f"f{i}": [float(v)] for i, v in enumerate(X[0])}
 
 
 def _call(app: Any, path: str, method: str = "POST", body: Any = None,
-          headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, dict[str, Any], Any]:
-    """One request through `app` as uvicorn would send it: (status, headers, JSON body)."""
+          headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b"",
+          messages: list[dict[str, Any]] | None = None,
+          ) -> tuple[int, dict[str, Any], Any]:
+    """One request through `app` as uvicorn would send it: (status, headers, JSON body).
+    `messages`: what `receive()` returns in turn (default: the whole body at once)."""
     import orjson
 
     sent: list[dict[str, Any]] = []
     raw = orjson.dumps(body) if body is not None else b""
     scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(),
              "headers": [(b"content-length", str(len(raw)).encode()), *(headers or [])],
-             "query_string": b"", "http_version": "1.1", "scheme": "http", "root_path": "",
+             "query_string": query, "http_version": "1.1", "scheme": "http", "root_path": "",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 9)}
+    inbox = list(messages or [{"type": "http.request", "body": raw, "more_body": False}])
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": raw, "more_body": False}
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -236,6 +241,48 @@ def test_hot_path_errors_and_body_limit_match_the_fastapi_routes(served: Any) ->
     app.max_body = 100
     status, _, doc = _call(app, "/predict", body={"model_name": "m", "features": ROW})
     assert status == 413 and "exceeds the limit of 100 bytes" in doc["detail"]
+    small = create_app(Settings(models_dir=fastapi_app.state.settings.models_dir,
+                                max_body_bytes=100))
+    status, _, doc = _call(small, "/predict", body={"model_name": "m", "features": ROW})
+    assert status == 413 and "exceeds the limit of 100 bytes" in doc["detail"]
+
+
+def test_the_first_correlation_header_wins_on_both_paths(served: Any) -> None:
+    fastapi_app, _ = served
+    two = [(b"x-correlation-id", b"first"), (b"x-correlation-id", b"second")]
+    for app in (HotPathApp(fastapi_app), fastapi_app):
+        status, headers, doc = _call(app, "/predict", body={"model_name": "m", "features": ROW},
+                                     headers=two)
+        assert status == 200 and doc["correlation_id"] == "first"
+
+
+def test_v2_version_comes_from_the_path_only(served: Any) -> None:
+    """`?version=` is not part of the V2 protocol: both paths ignore it the same way."""
+    fastapi_app, _ = served
+    v2 = {"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP64",
+                      "data": X[0].tolist()}]}
+    for app in (HotPathApp(fastapi_app), fastapi_app):
+        assert _call(app, "/v2/models/m/infer", body=v2, query=b"version=9")[0] == 200
+    assert _call(fastapi_app, "/v2/models/m/versions/9/infer", body=v2)[0] == 404
+    assert _call(fastapi_app, "/v2/models/m/versions/1/infer", body=v2)[0] == 200
+
+
+def test_a_client_gone_mid_body_is_a_client_error_not_a_500(served: Any,
+                                                            caplog: Any) -> None:
+    fastapi_app, _ = served
+    metrics = fastapi_app.state.metrics.registry
+    labels = {"model_name": "unknown", "status": "server_error"}
+    client_labels = {"model_name": "unknown", "status": "client_error"}
+    partial = [{"type": "http.request", "body": b'{"model_name": "m", ', "more_body": True},
+               {"type": "http.disconnect"}]
+    before = metrics.get_sample_value("inference_requests_total", client_labels) or 0.0
+    with caplog.at_level(logging.ERROR):
+        for app in (HotPathApp(fastapi_app), fastapi_app):
+            status, _, doc = _call(app, "/predict", messages=list(partial))
+            assert status == 400 and "disconnected" in doc["detail"]
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]
+    assert (metrics.get_sample_value("inference_requests_total", labels) or 0.0) == 0.0
+    assert metrics.get_sample_value("inference_requests_total", client_labels) == before + 2
 
 
 def test_a_correlation_id_that_cannot_be_a_header_stays_in_the_body(served: Any) -> None:
@@ -275,7 +322,7 @@ def test_a_late_loop_without_a_request_backlog_is_not_shed(served: Any) -> None:
 
 def test_shedding_follows_the_settings_and_zero_turns_it_off(served: Any,
                                                              tmp_path: Path) -> None:
-    from serving_runtime.app import create_app
+
     from serving_runtime.fastpath.asgi import with_hot_path
 
     assert with_hot_path(create_app(Settings(models_dir=tmp_path))).shed_lag_s == 0.05

@@ -130,3 +130,38 @@ def test_pipelined_requests_get_every_response_in_order(tmp_path: Any) -> None:
         assert order == sorted(order)
     finally:
         srv.stop()
+
+
+def test_the_server_uses_the_coalescing_protocol_when_httptools_is_there(
+        monkeypatch: Any) -> None:
+    """Without httptools (not an installable state here: uvicorn[standard] brings it) the
+    server falls back to uvicorn's default protocol; simulated where the lookup happens."""
+    import importlib.util
+
+    from serving_runtime.__main__ import http_protocol
+    from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
+
+    assert http_protocol() is CoalescingHttpToolsProtocol
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "httptools" else real_find_spec(name, *a))
+    assert http_protocol() == "auto"
+
+
+def test_write_eof_sends_pending_bytes_first() -> None:
+    async def scenario() -> bytes:
+        transport, client, server = await _connected_pair()
+        out = CoalescingTransport(transport, asyncio.get_running_loop())
+        out.write(b"all of ")
+        out.write(b"it")
+        assert out.get_write_buffer_size() >= len(b"all of it")
+        out.write_eof()
+        data = b""
+        while chunk := await asyncio.to_thread(client.recv, 100):
+            data += chunk
+        out.close()
+        client.close()
+        server.close()
+        return data
+
+    assert asyncio.run(scenario()) == b"all of it"

@@ -40,3 +40,15 @@ def test_reload_freezes_the_heap_and_frees_the_replaced_model(zoo, tmp_path, unf
     assert asyncio.run(registry.reload("xgb-binary"))
     assert registry.models["xgb-binary"].runtime.evaluator._chunks[0] is not chunk()
     assert chunk() is None, "the replaced version's evaluator was kept alive (frozen?)"
+
+
+def test_young_collections_are_spaced_out_for_batch_bodies(unfrozen):
+    from serving_runtime.heap import GEN0_THRESHOLD, tune_collector
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        tune_collector()
+        assert gc.get_threshold() == (GEN0_THRESHOLD, 10, 10)
+    finally:
+        gc.set_threshold(*saved)

@@ -90,3 +90,11 @@ def test_correlation_id_precedence(tmp_path, data):
     assert predict_from_body(model, b, correlation_id="hdr")["correlation_id"] == "hdr"
     b["correlation_id"] = "own"
     assert predict_from_body(model, b, correlation_id="hdr")["correlation_id"] == "own"
+
+
+def test_json_nested_deeper_than_the_parsers_go_is_a_400():
+    from serving_runtime.errors import BadRequestError
+    from serving_runtime.inference import parse_json
+
+    with pytest.raises(BadRequestError, match="malformed JSON body"):
+        parse_json(b"[" * 5000 + b"]" * 5000)

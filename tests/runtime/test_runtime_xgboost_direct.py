@@ -93,3 +93,20 @@ def test_a_direct_call_that_disagrees_is_not_used(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(direct.DirectDensePredictor, "__call__", off_by_one_ulp)
     booster, rng_ = MODELS["softprob"]
     assert direct_predictor(booster, rng_, 8) is None
+
+
+def test_concurrent_calls_from_threads_each_get_their_own_answer() -> None:
+    """Requests of 256+ rows predict in worker threads: XGBoost's output buffer is per
+    thread, and each call copies it out before returning."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    booster, rng_ = MODELS["softprob"]
+    pred = direct_predictor(booster, rng_, 8)
+    assert pred is not None
+    rng = np.random.default_rng(9)
+    inputs = [rng.normal(0, 2, size=(int(rng.integers(1, 400)), 8)) for _ in range(64)]
+    want = [booster.inplace_predict(X, validate_features=False) for X in inputs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(pred, inputs))
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)

@@ -1,0 +1,17 @@
+"""Shared by every test directory."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_heap() -> Iterator[None]:
+    """An in-process model load freezes the heap (serving_runtime/heap.py), as the server
+    wants; the next test should start with the collector seeing everything again."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
