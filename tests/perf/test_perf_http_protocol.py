@@ -78,6 +78,13 @@ def test_writes_of_one_loop_turn_leave_as_one_write_in_order() -> None:
     assert writes[1:] == [b"second"]
 
 
+async def _read_to_eof(client: socket.socket) -> bytes:
+    data = b""
+    while chunk := await asyncio.to_thread(client.recv, 100):
+        data += chunk
+    return data
+
+
 def test_close_sends_pending_bytes_first_and_later_writes_are_dropped() -> None:
     async def scenario() -> bytes:
         transport, client, server = await _connected_pair()
@@ -87,9 +94,7 @@ def test_close_sends_pending_bytes_first_and_later_writes_are_dropped() -> None:
         out.close()  # within the same turn: must not lose the pending bytes
         out.write(b"after close")  # uvicorn may race a write with a close: no error
         await asyncio.sleep(0.05)
-        data = b""
-        while chunk := await asyncio.to_thread(client.recv, 100):
-            data += chunk
+        data = await _read_to_eof(client)
         client.close()
         server.close()
         return data
@@ -156,9 +161,7 @@ def test_write_eof_sends_pending_bytes_first() -> None:
         out.write(b"it")
         assert out.get_write_buffer_size() >= len(b"all of it")
         out.write_eof()
-        data = b""
-        while chunk := await asyncio.to_thread(client.recv, 100):
-            data += chunk
+        data = await _read_to_eof(client)
         out.close()
         client.close()
         server.close()
