@@ -26,6 +26,7 @@ from serving_runtime.model_folder import (
     is_valid_model_name,
     load_model,
 )
+from serving_runtime.schemas import health_document
 from serving_runtime.settings import Settings
 
 log = logging.getLogger("serving_runtime.registry")
@@ -182,11 +183,4 @@ class ModelRegistry:
                 "name": name, "state": st.state,
                 "version": served.version if served else None, "error": st.error,
             })
-        ready = self.ready()
-        return {
-            "status": "healthy" if ready and not reasons else "degraded",
-            "ready": ready,
-            "models_loaded": sorted(self.models),
-            "models": models,
-            "reasons": reasons,
-        }
+        return health_document(self.ready(), self.models, models, reasons)

@@ -9,6 +9,7 @@ messages whatever the caller. These classes document the shapes and type the cli
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -97,6 +98,19 @@ class HealthResponse(BaseModel):
     models_loaded: list[str]
     models: list[ModelStatus]
     reasons: list[str]
+
+
+def health_document(ready: bool, models_loaded: Iterable[str], models: list[dict[str, Any]],
+                    reasons: list[str]) -> dict[str, Any]:
+    """The `/health` body (HealthResponse's shape) as a plain dict, built in one place for
+    the server's registry and the client's local mode."""
+    return {
+        "status": "healthy" if ready and not reasons else "degraded",
+        "ready": ready,
+        "models_loaded": sorted(models_loaded),
+        "models": models,
+        "reasons": reasons,
+    }
 
 
 class ReloadResponse(BaseModel):

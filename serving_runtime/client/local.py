@@ -22,6 +22,7 @@ from serving_runtime.inference import (
     predict_from_body,
 )
 from serving_runtime.model_folder import METADATA_FILE, LoadedModel, is_valid_model_name, load_model
+from serving_runtime.schemas import health_document
 
 from .errors import PayloadTooLargeError, ServiceUnavailableError
 
@@ -129,13 +130,7 @@ class LocalModels:
         if not self._attempted:
             reasons.append("no model loaded yet (local mode loads a model on first use)")
         ready = bool(self._attempted) and all(n in self._models for n in self._attempted)
-        return {
-            "status": "healthy" if ready and not reasons else "degraded",
-            "ready": ready,
-            "models_loaded": sorted(self._models),
-            "models": models,
-            "reasons": reasons,
-        }
+        return health_document(ready, self._models, models, reasons)
 
     # --- requests (the server's code path) -------------------------------------------
 
