@@ -42,12 +42,18 @@ def model_path(prefix: str, model_name: str) -> str:
     return f"{prefix}/{quote(model_name, safe='')}"
 
 
-def _limits(max_connections: int) -> httpx.Limits:
-    return httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=max_connections,
-        keepalive_expiry=60.0,
-    )
+def _client_options(url: str, timeout: float, max_connections: int,
+                    transport: Any) -> dict[str, Any]:
+    """What the blocking and the asyncio httpx clients are built with."""
+    return {
+        "base_url": url,
+        "timeout": timeout,
+        "limits": httpx.Limits(max_connections=max_connections,
+                               max_keepalive_connections=max_connections,
+                               keepalive_expiry=60.0),
+        "headers": {"User-Agent": USER_AGENT},
+        "transport": transport,
+    }
 
 
 def _headers(content: bytes | None, correlation_id: str | None) -> dict[str, str]:
@@ -128,13 +134,8 @@ class RemoteTransport:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.policy = policy
-        self._http = httpx.Client(
-            base_url=self.url,
-            timeout=timeout,
-            limits=_limits(max_connections),
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-        )
+        self._http = httpx.Client(**_client_options(self.url, timeout, max_connections,
+                                                    transport))
 
     def request(
         self,
@@ -178,13 +179,8 @@ class AsyncRemoteTransport:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.policy = policy
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=timeout,
-            limits=_limits(max_connections),
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-        )
+        self._http = httpx.AsyncClient(**_client_options(self.url, timeout, max_connections,
+                                                         transport))
 
     async def request(
         self,
