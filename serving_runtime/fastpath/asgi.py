@@ -43,18 +43,22 @@ _DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
 class HotPathApp:
-    def __init__(self, app: Any, *, shed_lag_s: float = SHED_LAG_S) -> None:
+    def __init__(self, app: Any, *, shed_lag_s: float | None = None) -> None:
+        """`app` from create_app: its `state.hot` handlers serve the hot routes and its
+        settings give the body limit and, unless `shed_lag_s` is given, the shedding lag."""
         self.app = app
+        state = getattr(app, "state", None)
+        self.hot = getattr(state, "hot", None)  # HotHandlers; None: everything passes through
+        settings = getattr(state, "settings", None)
+        self.max_body = settings.max_body_bytes if settings else _DEFAULT_MAX_BODY
+        if shed_lag_s is None:
+            shed_lag_s = settings.shed_lag_ms / 1000.0 if settings else SHED_LAG_S
         self.shed_lag_s = shed_lag_s
         self.lag = 0.0  # how late the last loop probe fired (seconds)
         self._probe: asyncio.Task[None] | None = None
         self.shed_total = 0
         self._arrivals = 0  # hot requests since the last loop probe
         self.recent_arrivals = 0
-        state = getattr(app, "state", None)
-        self.hot = getattr(state, "hot", None)  # HotHandlers; None: everything passes through
-        self.max_body = getattr(getattr(state, "settings", None), "max_body_bytes",
-                                _DEFAULT_MAX_BODY)
 
     # FastAPI/Starlette attributes (state, routes, openapi...) stay reachable for tests
     def __getattr__(self, name: str) -> Any:
@@ -136,10 +140,8 @@ class HotPathApp:
 
 
 def with_hot_path(app: Any) -> HotPathApp:
-    """`app` (from create_app) behind the hot-path layer, shedding per its settings."""
-    settings = getattr(getattr(app, "state", None), "settings", None)
-    lag_ms = getattr(settings, "shed_lag_ms", SHED_LAG_S * 1000.0)
-    return HotPathApp(app, shed_lag_s=lag_ms / 1000.0)
+    """`app` (from create_app) behind the hot-path layer, per its settings."""
+    return HotPathApp(app)
 
 
 __all__ = ["HotPathApp", "with_hot_path"]
