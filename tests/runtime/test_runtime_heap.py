@@ -10,20 +10,12 @@ import gc
 import shutil
 import weakref
 
-import pytest
-
 from serving_runtime.metrics import RuntimeMetrics
 from serving_runtime.registry import ModelRegistry
 from serving_runtime.settings import Settings
 
 
-@pytest.fixture
-def unfrozen():
-    yield
-    gc.unfreeze()  # leave the test process as other tests expect it
-
-
-def test_reload_freezes_the_heap_and_frees_the_replaced_model(zoo, tmp_path, unfrozen):
+def test_reload_freezes_the_heap_and_frees_the_replaced_model(zoo, tmp_path):
     root = tmp_path / "models"
     shutil.copytree(zoo.models_dir / "xgb-binary", root / "xgb-binary")
     registry = ModelRegistry(Settings(models_dir=root), RuntimeMetrics())
@@ -42,7 +34,7 @@ def test_reload_freezes_the_heap_and_frees_the_replaced_model(zoo, tmp_path, unf
     assert chunk() is None, "the replaced version's evaluator was kept alive (frozen?)"
 
 
-def test_young_collections_are_spaced_out_for_batch_bodies(unfrozen):
+def test_young_collections_are_spaced_out_for_batch_bodies():
     from serving_runtime.heap import GEN0_THRESHOLD, tune_collector
 
     saved = gc.get_threshold()
