@@ -76,9 +76,14 @@ class HotHandlers:
         return Reply(exc.status_code, {"detail": exc.message, "correlation_id": cid}, cid)
 
     @staticmethod
-    def internal_error(what: str, cid: str) -> Reply:
+    def _log_internal(what: str, cid: str) -> None:
+        """The traceback of an unexpected failure, with the id the caller was given."""
         correlation_id_var.set(cid)
         log.exception("internal error", extra={"during": what})
+
+    @classmethod
+    def internal_error(cls, what: str, cid: str) -> Reply:
+        cls._log_internal(what, cid)
         return Reply(500, {"detail": f"internal error during {what}; correlation id {cid}",
                            "correlation_id": cid}, cid)
 
@@ -170,8 +175,7 @@ class HotHandlers:
         except Exception:
             metrics.for_model(label).server_error.inc()
             cid = header_cid or new_correlation_id()
-            correlation_id_var.set(cid)
-            log.exception("internal error", extra={"during": f"v2 inference with {name}"})
+            self._log_internal(f"v2 inference with {name}", cid)
             return Reply(500, {"error": f"internal error; correlation id {cid}"}, cid)
         finally:
             metrics.in_flight.dec()
