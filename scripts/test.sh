@@ -12,6 +12,8 @@ echo "[test] chart CRD copy matches crds/"
 .venv/bin/python scripts/gen_chart_crd.py --check
 # tests/chart renders the chart with the pinned helm before any cluster exists.
 e2e/cluster/build helm
+# tests/runtime/test_runtime_demo.py runs the curl commands `make demo` prints.
+command -v curl >/dev/null || (source images/lib.sh && apt_install curl)
 echo "[test] unit tests (no cluster)"
 .venv/bin/pytest -q tests
 # --- container images (README "Container images"): installs and starts a Docker engine if
