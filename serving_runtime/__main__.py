@@ -26,6 +26,9 @@ ENV_OF_FLAG = {
     "fast_path": "FAST_PATH",
     "fast_path_check_rows": "FAST_PATH_CHECK_ROWS",
     "shed_lag_ms": "SHED_LAG_MS",
+    "drain_seconds": "DRAIN_SECONDS",
+    "exit_on_load_failure": "EXIT_ON_LOAD_FAILURE",
+    "termination_message_path": "TERMINATION_MESSAGE_PATH",
 }
 
 
@@ -57,6 +60,16 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--shed-lag-ms", type=float,
                    help="503 + Retry-After while the event loop is this late; 0 = never "
                    "(SHED_LAG_MS, default 50)")
+    p.add_argument("--drain-seconds", type=float,
+                   help="after SIGTERM, answer (not ready, Connection: close) this long at "
+                   "most before closing idle connections and exiting (DRAIN_SECONDS, 10)")
+    p.add_argument("--exit-on-load-failure", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="exit 3 when an expected model fails to load at start-up, reason in "
+                   "the termination message (EXIT_ON_LOAD_FAILURE, default off)")
+    p.add_argument("--termination-message-path",
+                   help="file for that reason (TERMINATION_MESSAGE_PATH, "
+                   "default /dev/termination-log)")
     return p
 
 
@@ -78,7 +91,6 @@ def serve(argv: Sequence[str]) -> int:
     args = serve_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
 
-    import uvicorn
     from pydantic import ValidationError
 
     from serving_runtime.settings import Settings
@@ -90,13 +102,15 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
                   log_level=settings.log_level, server_header=False, http=http_protocol())
+    from serving_runtime import server
+
     if settings.workers == 1:
         from serving_runtime.app import create_app
         from serving_runtime.fastpath.asgi import with_hot_path
 
         # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/fastpath)
-        uvicorn.run(with_hot_path(create_app(settings)), **common)
-        return 0
+        return server.run_single(with_hot_path(create_app(settings)),
+                                 drain_seconds=settings.drain_seconds, **common)
     if "inference_threads" not in overrides and "INFERENCE_THREADS" not in os.environ:
         # the CPUs are shared by the worker processes: no oversubscription by default
         from serving_runtime.settings import available_cpus
@@ -110,9 +124,8 @@ def serve(argv: Sequence[str]) -> int:
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     os.environ["N1V1_RELOAD_DIR"] = os.path.join(state, "reload")
     os.makedirs(os.environ["N1V1_RELOAD_DIR"], exist_ok=True)
-    uvicorn.run("serving_runtime.app:create_app_from_env", factory=True,
-                workers=settings.workers, **common)
-    return 0
+    return server.run_workers("serving_runtime.app:create_app_from_env",
+                              workers=settings.workers, **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

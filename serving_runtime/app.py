@@ -29,6 +29,7 @@ from serving_runtime.heap import tune_collector
 from serving_runtime.hot_handlers import HotHandlers, Reply
 from serving_runtime.http_body import json_response, read_asgi_body
 from serving_runtime.inference import model_metadata_v2, new_correlation_id
+from serving_runtime.lifecycle import DRAINING_REASON, LIFECYCLE, Lifecycle, fail_startup
 from serving_runtime.logs import configure_logging
 from serving_runtime.metrics import RuntimeMetrics
 from serving_runtime.registry import ModelRegistry
@@ -46,10 +47,14 @@ def _request_body_doc(model: type) -> dict[str, Any]:
                             "content": {"application/json": {"schema": _schema_ref(model)}}}}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None,
+               lifecycle: Lifecycle | None = None) -> FastAPI:
     """Build the runtime app. Models load in the background after start-up, so liveness
-    answers at once and readiness turns 200 when every expected model serves."""
+    answers at once and readiness turns 200 when every expected model serves. `lifecycle`
+    (default: this process's) says when the server drains (readiness 503) and receives
+    the exit request of EXIT_ON_LOAD_FAILURE (serving_runtime/lifecycle.py)."""
     settings = settings or Settings()
+    lifecycle = lifecycle or LIFECYCLE
     configure_logging(settings.log_level)
     metrics = RuntimeMetrics()
     registry = ModelRegistry(settings, metrics)
@@ -63,6 +68,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         background.add(task)
         task.add_done_callback(background.discard)
 
+    async def load_models() -> None:
+        await registry.load_expected()
+        # Only start-up counts: a failed hot reload keeps the old version serving.
+        if settings.exit_on_load_failure:
+            problems = registry.startup_failures()
+            if problems:
+                fail_startup("; ".join(problems), settings.termination_message_path,
+                             lifecycle)
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tune_collector()  # serving_runtime/heap.py: fewer collections inside a body parse
@@ -72,12 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "inference_threads": settings.inference_threads,
             "allow_unsafe_loading": settings.allow_unsafe_loading})
         if broadcast is None:
-            spawn(registry.load_expected())  # liveness answers while models load
+            spawn(load_models())  # liveness answers while models load
         else:
             # Several workers share one socket: a worker that has not finished start-up
             # takes no connections, so loading first keeps a half-loaded worker from
             # answering 503 while another one already reports ready.
-            await registry.load_expected()
+            await load_models()
             spawn(broadcast.watch(registry.reload))
         yield
         for task in list(background):
@@ -93,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.lifecycle = lifecycle  # the hot-path layer adds Connection: close on a drain
 
     async def offload(fn: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(fn, *args, limiter=limiter_box[0])
@@ -142,8 +157,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              responses={503: {"model": schemas.HealthResponse}})
     async def health() -> Response:
         """`healthy` only when every expected model serves and its last (re)load worked.
-        HTTP 200 when ready (every expected model serves), else 503."""
+        HTTP 200 when ready (every expected model serves), else 503 — also while the
+        process drains after SIGTERM."""
         doc = registry.health()
+        if lifecycle.draining:
+            doc.update(status="degraded", ready=False)
+            doc["reasons"].insert(0, DRAINING_REASON)
         return json_response(doc, 200 if doc["ready"] else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
@@ -186,7 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/v2/health/ready", tags=["v2"],
              summary="Readiness: every expected model serves (503 otherwise)")
     async def v2_ready() -> Response:
-        ready = registry.ready()
+        ready = registry.ready() and not lifecycle.draining  # a drain leaves the Service
         return json_response({"ready": ready}, 200 if ready else 503)
 
     # The version comes from the path only (`.../versions/{version}/...`): as a function
@@ -206,6 +225,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if exc.status_code == 503:
                 return json_response({"name": name, "ready": False}, 503)
             return v2_error(exc)
+        if lifecycle.draining:
+            return json_response({"name": name, "ready": False}, 503)
         return json_response({"name": name, "ready": True})
 
     async def v2_infer(request: Request, name: str) -> Response:

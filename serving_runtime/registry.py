@@ -151,6 +151,19 @@ class ModelRegistry:
             fast_path_check_rows=self.settings.fast_path_check_rows,
         )
 
+    def startup_failures(self) -> list[str]:
+        """After start-up loading: why each expected model does not serve (one entry per
+        model, `model <name> failed to load: <error>`), or why there is none to serve."""
+        if not self.expected:
+            return [f"no model to serve: {self.startup_problem or 'no models expected'}"]
+        out = []
+        for name in self.expected:
+            if name not in self.models:
+                st = self.states.get(name)
+                error = st.error if st is not None and st.error else "not loaded"
+                out.append(f"model {name} failed to load: {error}")
+        return out
+
     # --- health --------------------------------------------------------------------------
 
     def ready(self) -> bool:

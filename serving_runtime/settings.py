@@ -63,6 +63,23 @@ class Settings(BaseSettings):
         "late (ms) under a stream of requests; 0 = never shed",
     )
 
+    drain_seconds: float = Field(
+        default=10.0, ge=0,
+        description="after SIGTERM: seconds of not-ready answering with Connection: close "
+        "before the remaining idle connections are closed (the process exits earlier once "
+        "no connection is open); preStop sleep + this + 5 s must fit "
+        "terminationGracePeriodSeconds",
+    )
+    exit_on_load_failure: bool = Field(
+        default=False,
+        description="exit with code 3 (reason in TERMINATION_MESSAGE_PATH) when an expected "
+        "model fails to load at start-up; false = stay up, not ready",
+    )
+    termination_message_path: Path = Field(
+        default=Path("/dev/termination-log"),
+        description="Kubernetes termination-message file written before that exit",
+    )
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, v: str) -> str:

@@ -12,6 +12,10 @@ Everything else (docs, health, metrics, reload, lifespan) goes to the FastAPI ap
 It also sheds load: when the event loop runs late by more than `shed_lag_s` (the loop is
 saturated and requests wait in socket buffers), hot requests get 503 with Retry-After at
 once instead of queueing for seconds.
+
+While the process drains after SIGTERM (serving_runtime/server.py), every response, hot
+or not, carries `Connection: close`: uvicorn's protocols then close the connection after
+it, and a kept-alive client reconnects — through the Service, to a pod that stays.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serving_runtime.http_body import read_asgi_body, send_json
+from serving_runtime.lifecycle import LIFECYCLE
 from serving_runtime.settings import Settings
 
 Scope = dict[str, Any]
@@ -39,6 +44,8 @@ SHED_MIN_ARRIVALS = 4
 _PROBES_LATE = 3
 _V2_PREFIX = "/v2/models/"
 _RETRY_AFTER = [(b"retry-after", b"1")]
+_CLOSE = (b"connection", b"close")
+_CLOSE_HEADERS = [_CLOSE]
 _DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
@@ -51,6 +58,7 @@ class HotPathApp:
         self.hot = getattr(state, "hot", None)  # HotHandlers; None: everything passes through
         settings = getattr(state, "settings", None)
         self.max_body = settings.max_body_bytes if settings else _DEFAULT_MAX_BODY
+        self.lifecycle = getattr(state, "lifecycle", None) or LIFECYCLE
         if shed_lag_s is None:
             shed_lag_s = settings.shed_lag_ms / 1000.0 if settings else SHED_LAG_S
         self.shed_lag_s = shed_lag_s
@@ -118,7 +126,9 @@ class HotPathApp:
                     reply = await handler(read, cid)
                 else:
                     reply = await handler(read, cid, v2_name)
-                await send_json(send, reply.content, reply.status, reply.correlation_id)
+                # draining is read when answering: requests in flight at the SIGTERM close too
+                await send_json(send, reply.content, reply.status, reply.correlation_id,
+                                _CLOSE_HEADERS if self.lifecycle.draining else None)
                 return
         elif scope["type"] == "lifespan":
             try:
@@ -129,6 +139,8 @@ class HotPathApp:
                     with contextlib.suppress(BaseException):
                         await self._probe
             return
+        if self.lifecycle.draining and scope["type"] == "http":
+            send = _closing(send)
         await self.app(scope, receive, send)
 
     async def _shed(self, send: Send, cid: str | None, *, v2: bool) -> None:
@@ -136,7 +148,23 @@ class HotPathApp:
         msg = (f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); "
                f"retry after 1 s")
         doc: dict[str, Any] = {"error": msg} if v2 else {"detail": msg, "correlation_id": cid}
-        await send_json(send, doc, 503, cid, _RETRY_AFTER)
+        headers = _RETRY_AFTER + _CLOSE_HEADERS if self.lifecycle.draining else _RETRY_AFTER
+        await send_json(send, doc, 503, cid, headers)
+
+
+def _closing(send: Send) -> Send:
+    """`send` with `Connection: close` added to the response head (the FastAPI routes,
+    while draining)."""
+
+    async def send_closing(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(k.lower() == b"connection" for k, _ in headers):
+                headers.append(_CLOSE)
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_closing
 
 
 def with_hot_path(app: Any) -> HotPathApp:
