@@ -81,5 +81,79 @@ apiserver_ready() { [ "$(api_get /readyz 2>/dev/null)" = ok ]; }
 cluster_healthy() {
   local c
   for c in "${COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
+  if [ -f "$PIDS/kubelet.pid" ]; then # started with the real node: all of it must be alive
+    for c in "${NODE_COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
+  fi
   apiserver_ready
 }
+
+# Sign a key pair with the cluster CA.
+sign() { # name subject ext-usage [sans]
+  local name="$1" subj="$2" usage="$3" sans="${4:-}" ext
+  ext="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=$usage"
+  [ -n "$sans" ] && ext+=$'\n'"subjectAltName=$sans"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subj" \
+    -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
+    -CAcreateserial -days 365 -sha256 -out "$PKI/$name.crt" -extfile <(echo "$ext") 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+# A kubeconfig for the local cluster with a client cert from $PKI.
+kubeconfig() { # out-file client-cert-name user-name
+  cat >"$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: n1v1-e2e
+  cluster:
+    server: $SERVER
+    certificate-authority-data: $(base64 -w0 "$PKI/ca.crt")
+users:
+- name: $3
+  user:
+    client-certificate-data: $(base64 -w0 "$PKI/$2.crt")
+    client-key-data: $(base64 -w0 "$PKI/$2.key")
+contexts:
+- name: n1v1-e2e
+  context: {cluster: n1v1-e2e, user: $3}
+current-context: n1v1-e2e
+KC
+  chmod 600 "$1"
+}
+
+start() { # component binary args...
+  local c="$1" bin="$2"
+  shift 2
+  log "starting $c"
+  # setsid: a Ctrl-C in the shell that ran `up` must not take the cluster down with it.
+  setsid "$bin" "$@" >>"$LOGS/$c.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$c.pid"
+  sleep 0.3
+  if ! live_pid "$c" >/dev/null; then # bad flag, port taken, ...: say so now, not at a timeout
+    log "$c exited at once; last log lines:"
+    tail -n 20 "$LOGS/$c.log" >&2 || true
+    return 1
+  fi
+}
+
+
+# Stop one component we started: SIGTERM, up to 10 s, then SIGKILL.
+stop_component() { # component
+  local pid
+  if pid="$(live_pid "$1")"; then
+    log "stopping $1 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      [ -d "/proc/$pid" ] || break
+      sleep 0.1
+    done
+    [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PIDS/$1.pid"
+}
+
+# shellcheck source=node.sh
+source "$HERE/node.sh"

@@ -6,3 +6,4 @@ KWOK_VERSION=v0.8.0          # sigs.k8s.io/kwok: fake nodes + pod lifecycle
 HELM_VERSION=v3.22.0         # helm.sh/helm/v3 (latest 3.x)
 PROMETHEUS_MODULE_VERSION=v0.316.0   # Go module version of Prometheus v3.16.0 (promtool)
 PROMETHEUS_VERSION=v3.16.0
+METRICS_SERVER_VERSION=v0.9.0        # sigs.k8s.io/metrics-server (HPA on real CPU, real node only)

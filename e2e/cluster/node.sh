@@ -1,0 +1,368 @@
+# The real node beside the kwok node: containerd + runc + CNI bridge, kubelet, kube-proxy and
+# metrics-server, all as host processes (sourced by up/down; see README "The real node").
+# Recipe and traps: the project's shared real-pods spike. Everything it changes on the host is
+# listed in node_host_changes and undone by node_down; e2e/cluster/host_state.py checks that.
+# shellcheck shell=bash
+
+NODE_DIR="$STATE/node"                  # certs, configs, kubelet root, containerd root
+NODE_RUN="/run/n1v1-node"               # sockets and runtime state (tmpfs)
+NODE_SOCK="$NODE_RUN/containerd.sock"
+REAL_NODE="127.0.0.1"                   # node name = its InternalIP (see README)
+NODE_BRIDGE="n1v1br0"
+POD_CIDR="10.213.0.0/24"
+POD_GATEWAY="10.213.0.1"                # the host as pods see it (test servers listen here)
+SERVICE_CIDR="10.96.0.0/16"
+KUBELET_PORT=$((PORT_BASE + 50))
+KUBELET_HEALTHZ_PORT=$((PORT_BASE + 51))
+PROXY_HEALTHZ_PORT=$((PORT_BASE + 52))
+PROXY_METRICS_PORT=$((PORT_BASE + 53))
+METRICS_SERVER_PORT=$((PORT_BASE + 60))
+PAUSE_IMAGE="docker.io/local/pause:3.10.2"
+KUBELET_BIN="$(bin_path kubelet "$KUBERNETES_VERSION")"
+PROXY_BIN="$(bin_path kube-proxy "$KUBERNETES_VERSION")"
+METRICS_SERVER_BIN="$(bin_path metrics-server "$METRICS_SERVER_VERSION")"
+NODE_COMPONENTS=(containerd kubelet kube-proxy metrics-server)
+# Taint + label: kwok-based tests keep landing on the fake node; real-pod tests opt in.
+REAL_NODE_LABEL="n1v1.io/node=real"
+REAL_NODE_TAINT="n1v1.io/real-node=true:NoSchedule"
+# Sysctls the kubelet rewrites at start (protectKernelDefaults: false) or CNI turns on.
+NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward)
+
+ctr_() { ctr --address "$NODE_SOCK" --namespace k8s.io "$@"; }
+
+# Why a real node cannot run here, or nothing when it can.
+node_unsupported() {
+  [ "${N1V1_REAL_NODE:-1}" = 0 ] && { echo "N1V1_REAL_NODE=0"; return; }
+  [ "$(id -u)" = 0 ] || { echo "not root"; return; }
+  [ -w /sys/fs/cgroup/memory ] || [ -w /sys/fs/cgroup/cgroup.procs ] || {
+    echo "no writable cgroup hierarchy"; return; }
+  return 0
+}
+
+node_packages() {
+  local need=()
+  command -v containerd >/dev/null || need+=(containerd)
+  command -v runc >/dev/null || need+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need+=(iptables)
+  command -v conntrack >/dev/null || need+=(conntrack)
+  command -v gcc >/dev/null || need+=(gcc libc6-dev)
+  [ ${#need[@]} -eq 0 ] && return 0
+  log "apt-get install ${need[*]} (real node)"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+}
+
+# ---- host state: saved before anything changes, put back by node_down ------------------------
+node_save_baseline() {
+  local b="$NODE_DIR/baseline"
+  mkdir -p "$b"
+  [ -f "$b/done" ] && return 0
+  iptables-save >"$b/iptables" 2>/dev/null || true
+  ip6tables-save >"$b/ip6tables" 2>/dev/null || true
+  local s
+  for s in "${NODE_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$b/sysctls"
+  [ -d /var/log/containers ] && touch "$b/had-var-log-containers"
+  [ -d /var/lib/cni ] && touch "$b/had-var-lib-cni"
+  touch "$b/done"
+}
+
+node_restore_sysctls() {
+  local b="$NODE_DIR/baseline" line k v
+  [ -f "$b/sysctls" ] || return 0
+  while IFS= read -r line; do
+    k="${line%%=*}"; v="${line#*=}"
+    [ "$(sysctl -n "$k")" = "$v" ] && continue
+    # ip_forward back to 0 would cut off a Docker engine started since: leave it then.
+    if [ "$k" = net.ipv4.ip_forward ] && [ "$v" = 0 ] && pgrep -x dockerd >/dev/null; then
+      continue
+    fi
+    sysctl -q -w "$k=$v" >/dev/null
+  done <"$b/sysctls"
+}
+
+# Delete the iptables chains and rules that were not in the baseline (kube-proxy's KUBE-*,
+# the CNI firewall plugin's CNI-*), in every table, for v4 and v6.
+node_restore_iptables() { # iptables-binary baseline-file
+  local ipt="$1" base="$2" table chain
+  [ -f "$base" ] || return 0
+  for table in filter nat mangle raw; do
+    "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
+    # Rules of ours in built-in chains: every -A line absent from the baseline.
+    "$ipt-save" -t "$table" 2>/dev/null | grep -E '^-A ' | while IFS= read -r rule; do
+      grep -qxF -- "$rule" "$base" && continue
+      case "$rule" in *KUBE-*|*CNI-*|*"$NODE_BRIDGE"*|*10.213.0.*) ;; *) continue ;; esac
+      # shellcheck disable=SC2086 # the rule is a word list
+      eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
+    done
+    for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}' | grep -E '^(KUBE-|CNI-)'); do
+      grep -qE "^:$chain " "$base" && continue
+      "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
+    done
+    for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}' | grep -E '^(KUBE-|CNI-)'); do
+      grep -qE "^:$chain " "$base" && continue
+      "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
+    done
+  done
+}
+
+# ---- images -----------------------------------------------------------------------------------
+# pause: the static binary from the Kubernetes sources (no registry), as a one-file image.
+node_pause_image() {
+  local dir="$CACHE/images/pause-$KUBERNETES_VERSION" src
+  if [ ! -x "$dir/pause" ]; then
+    src="$(GOFLAGS=-mod=mod go env GOMODCACHE)/k8s.io/kubernetes@$KUBERNETES_VERSION/build/pause/linux/pause.c"
+    [ -f "$src" ] || (cd "$CACHE/src/kubernetes-$KUBERNETES_VERSION" && go mod download k8s.io/kubernetes)
+    mkdir -p "$dir"
+    gcc -Os -static -o "$dir/pause" "$src"
+    strip "$dir/pause" 2>/dev/null || true
+  fi
+  if ! ctr_ images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+    python3 "$HERE/oci_image.py" "$dir/pause" /pause "$PAUSE_IMAGE" "$dir/pause.oci.tar"
+    ctr_ images import "$dir/pause.oci.tar" >/dev/null
+  fi
+}
+
+# The project's images, from the local Docker engine into the node's containerd (pods use
+# them with imagePullPolicy IfNotPresent/Never; nothing is pulled). Re-imported when the
+# Docker image id changed. Usage: node_load_images [image...] (default: both project images).
+node_load_images() {
+  local images=("$@") img id mark
+  if [ ${#images[@]} -eq 0 ]; then
+    # shellcheck source=../../images/lib.sh
+    images=("$(source "$E2E/../images/lib.sh" && echo "$RUNTIME_IMAGE")"
+            "$(source "$E2E/../images/lib.sh" && echo "$OPERATOR_IMAGE")")
+  fi
+  for img in "${images[@]}"; do
+    if ! id="$(docker image inspect -f '{{.Id}}' "$img" 2>/dev/null)"; then
+      log "image $img is not in Docker (images/build.sh builds it); not imported"
+      continue
+    fi
+    mark="$NODE_DIR/imported/$(echo "$img" | tr '/:' '__')"
+    [ -f "$mark" ] && [ "$(cat "$mark")" = "$id" ] && continue
+    log "importing $img into the node's containerd"
+    docker save "$img" | ctr_ images import - >/dev/null
+    mkdir -p "$NODE_DIR/imported"; echo "$id" >"$mark"
+  done
+}
+
+# ---- certificates and configs -----------------------------------------------------------------
+node_configs() {
+  local d="$NODE_DIR"
+  mkdir -p "$d/cni/net.d" "$d/kubelet" "$d/logs/pods" "$NODE_RUN"
+  sign kubelet "/O=system:nodes/CN=system:node:$REAL_NODE" clientAuth
+  sign kube-proxy "/CN=system:kube-proxy" clientAuth
+  kubeconfig "$d/kubelet.kubeconfig" kubelet "system:node:$REAL_NODE"
+  kubeconfig "$d/kube-proxy.kubeconfig" kube-proxy kube-proxy
+
+  cat >"$d/containerd.toml" <<EOF
+version = 2
+root = "$d/containerd"
+state = "$NODE_RUN/containerd"
+[grpc]
+  address = "$NODE_SOCK"
+[ttrpc]
+  address = "$NODE_RUN/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/containerd-opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # This VM's root lacks CAP_SYS_RESOURCE: no negative oom_score_adj (runc fails otherwise).
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$NODE_RUN/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni/net.d"
+EOF
+
+  # Pods get routes to their own subnet and the Service range only: no default route out.
+  cat >"$d/cni/net.d/10-n1v1.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "n1v1-node",
+  "plugins": [
+    {"type": "bridge", "bridge": "$NODE_BRIDGE", "isGateway": true, "ipMasq": false,
+     "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$d/cni/ipam",
+              "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$POD_GATEWAY"}]],
+              "routes": [{"dst": "$SERVICE_CIDR"}]}},
+    {"type": "firewall", "backend": "iptables"}
+  ]
+}
+EOF
+
+  cat >"$d/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://$NODE_SOCK
+address: 127.0.0.1
+port: $KUBELET_PORT
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+readOnlyPort: 0
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: "$PKI/ca.crt"}
+authorization: {mode: Webhook}
+podLogsDir: "$d/logs/pods"
+volumePluginDir: "$d/kubelet/volume-plugins"
+resolvConf: ""
+failSwapOn: false
+makeIPTablesUtilChains: false
+oomScoreAdj: 0
+# containerd 1.6 does not pin the sandbox image: image GC would delete pause (and our
+# imported images, which cannot be pulled back).
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+serializeImagePulls: false
+registerWithTaints:
+- {key: n1v1.io/real-node, value: "true", effect: NoSchedule}
+EOF
+
+  cat >"$d/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$d/kube-proxy.kubeconfig"}
+mode: iptables
+hostnameOverride: "$REAL_NODE"
+clusterCIDR: "$POD_CIDR"
+detectLocalMode: ClusterCIDR
+healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
+nodePortAddresses: ["$POD_GATEWAY/32"]
+iptables: {localhostNodePorts: false}
+# 0 = leave the host's conntrack sysctls alone.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+oomScoreAdj: 0
+EOF
+}
+
+node_network() {
+  if ! ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$NODE_BRIDGE" type bridge
+    ip addr add "$POD_GATEWAY/24" dev "$NODE_BRIDGE"
+    ip link set "$NODE_BRIDGE" up
+  fi
+  # Service IPs from the host leave by our bridge with the bridge's address: they can never
+  # take the default route out, and pods can answer without masquerading.
+  ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE" src "$POD_GATEWAY"
+}
+
+node_kubectl() { "$KUBECTL_BIN" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+metrics_server_apiservice() {
+  node_kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system}
+spec: {type: ExternalName, externalName: localhost}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: $METRICS_SERVER_PORT}
+  group: metrics.k8s.io
+  version: v1beta1
+  insecureSkipTLSVerify: true
+  groupPriorityMinimum: 100
+  versionPriority: 100
+EOF
+}
+
+node_up() {
+  local t0=$SECONDS why
+  why="$(node_unsupported)"
+  if [ -n "$why" ]; then
+    log "no real node ($why): only the kwok node (real-pod tests will fail, not skip)"
+    return 0
+  fi
+  node_packages
+  node_save_baseline
+  node_configs
+  node_network
+  start containerd containerd --config "$NODE_DIR/containerd.toml"
+  wait_until 30 "containerd socket" containerd ctr_ version
+  node_pause_image
+  node_load_images
+  start kubelet "$KUBELET_BIN" --config "$NODE_DIR/kubelet.yaml" \
+    --kubeconfig "$NODE_DIR/kubelet.kubeconfig" --hostname-override "$REAL_NODE" \
+    --root-dir "$NODE_DIR/kubelet" --cert-dir "$NODE_DIR/kubelet/pki" \
+    --node-labels "$REAL_NODE_LABEL"
+  start kube-proxy "$PROXY_BIN" --config "$NODE_DIR/kube-proxy.yaml"
+  wait_until 60 "node $REAL_NODE Ready" kubelet node_kubectl wait --for=condition=Ready \
+    "node/$REAL_NODE" --timeout=5s
+  log "real node $REAL_NODE Ready $((SECONDS - t0))s after containerd started"
+  # The kubelet set its kernel defaults once at start; put the host's values back.
+  node_restore_sysctls
+  start metrics-server "$METRICS_SERVER_BIN" --kubeconfig "$STATE/kubeconfig" \
+    --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$METRICS_SERVER_PORT" \
+    --cert-dir "$NODE_DIR/metrics-server" \
+    --kubelet-insecure-tls --kubelet-use-node-status-port \
+    --kubelet-preferred-address-types InternalIP \
+    --node-selector "kubernetes.io/hostname=$REAL_NODE" \
+    --metric-resolution 15s --kubelet-request-timeout 5s
+  metrics_server_apiservice
+  wait_until 60 "metrics.k8s.io available" metrics-server node_kubectl wait \
+    --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
+}
+
+# Stop the node's processes and undo everything node_up did on the host.
+node_down() {
+  local c pid i
+  [ -d "$NODE_DIR" ] || [ -d "$NODE_RUN" ] || return 0
+  for c in metrics-server kube-proxy kubelet; do stop_component "$c"; done
+  # Containers: kill every task in our containerd (no kubelet left to stop them gracefully).
+  if live_pid containerd >/dev/null; then
+    for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$c" >/dev/null 2>&1 || true; done
+    for i in $(seq 50); do [ -z "$(ctr_ tasks ls -q 2>/dev/null)" ] && break; sleep 0.1; done
+    for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks rm -f "$c" >/dev/null 2>&1 || true; done
+    for c in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$c" >/dev/null 2>&1 || true; done
+  fi
+  stop_component containerd
+  # Shims whose containerd is gone (a crash, a SIGKILL): they run with our socket path.
+  for pid in $(pgrep -f "containerd-shim.*-address $NODE_SOCK" || true); do
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  # Any process left in the kubelet's cgroups (pods of a crashed run).
+  for c in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$c" ] || continue
+    find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+  done
+  sleep 0.2
+  # Mounts under our dirs (kubelet root bind mount, projected tokens, overlay rootfs, netns,
+  # shm), deepest first.
+  findmnt -rn -o TARGET | grep -E "^($NODE_DIR|$NODE_RUN)(/|$)" | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  # kubepods cgroups, leaves first.
+  for c in /sys/fs/cgroup/*/kubepods; do
+    [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
+  ip route del "$SERVICE_CIDR" 2>/dev/null || true
+  node_restore_iptables iptables "$NODE_DIR/baseline/iptables"
+  node_restore_iptables ip6tables "$NODE_DIR/baseline/ip6tables"
+  node_restore_sysctls
+  # Files the kubelet and libcni keep outside our dirs.
+  find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
+  [ -f "$NODE_DIR/baseline/had-var-log-containers" ] || rmdir /var/log/containers 2>/dev/null || true
+  rm -rf /var/lib/cni/results/n1v1-node-* 2>/dev/null || true
+  [ -f "$NODE_DIR/baseline/had-var-lib-cni" ] || rm -rf /var/lib/cni 2>/dev/null || true
+  rm -rf "$NODE_RUN"
+}
