@@ -28,8 +28,14 @@ if [ -x e2e/cluster/up ]; then
     echo "[test] reusing the running local cluster (not stopped afterwards)"
   else
     # Started here, so stopped here whatever happens; on failure keep the component logs.
+    # The real node changes host state (iptables, bridge, routes, mounts, cgroups, sysctls):
+    # a snapshot before `up` is compared after `down`, and any difference fails the run.
+    host_before="$(mktemp)"
+    .venv/bin/python e2e/cluster/host_state.py save "$host_before"
     trap 'rc=$?; if [ $rc -ne 0 ]; then export N1V1_KEEP_LOGS=1; fi
           e2e/cluster/down || true
+          echo "[test] host state after down"
+          .venv/bin/python e2e/cluster/host_state.py check "$host_before" || rc=1
           [ $rc -ne 0 ] && echo "[test] failed; control-plane logs kept in e2e/.state/logs/"
           exit $rc' EXIT
   fi

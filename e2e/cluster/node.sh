@@ -94,7 +94,7 @@ node_restore_iptables() { # iptables-binary baseline-file
       case "$rule" in *KUBE-*|*CNI-*|*"$NODE_BRIDGE"*|*10.213.0.*) ;; *) continue ;; esac
       # shellcheck disable=SC2086 # the rule is a word list
       eval "$ipt -t $table ${rule/#-A/-D}" 2>/dev/null || true
-    done
+    done || true # (grep finding nothing is not an error)
     for chain in $("$ipt" -t "$table" -S 2>/dev/null | awk '$1=="-N"{print $2}' | grep -E '^(KUBE-|CNI-)'); do
       grep -qE "^:$chain " "$base" && continue
       "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
@@ -349,12 +349,12 @@ node_down() {
   # shm), deepest first.
   findmnt -rn -o TARGET | grep -E "^($NODE_DIR|$NODE_RUN)(/|$)" | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null || true
-  done
+  done || true
   # kubepods cgroups, leaves first.
   for c in /sys/fs/cgroup/*/kubepods; do
     [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
-  ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && ip link del "$NODE_BRIDGE"
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then ip link del "$NODE_BRIDGE"; fi
   ip route del "$SERVICE_CIDR" 2>/dev/null || true
   node_restore_iptables iptables "$NODE_DIR/baseline/iptables"
   node_restore_iptables ip6tables "$NODE_DIR/baseline/ip6tables"
