@@ -73,7 +73,9 @@ def can_i(sa_config: Path, *args: str) -> bool:
     (("create", "events", "-n", "anywhere"), True),
     (("watch", "customresourcedefinitions.apiextensions.k8s.io"), True),
     (("get", "secrets", "-n", "anywhere"), False),
-    (("list", "pods", "--all-namespaces"), False),
+    (("list", "pods", "--all-namespaces"), True),  # pod-level status causes
+    (("delete", "pods", "-n", "anywhere"), False),
+    (("get", "pods/log", "-n", "anywhere"), False),
     (("create", "mlmodels.serving.n1v1.io", "-n", "anywhere"), False),
     (("delete", "mlmodels.serving.n1v1.io", "-n", "anywhere"), False),
     (("create", "clusterrolebindings.rbac.authorization.k8s.io"), False),

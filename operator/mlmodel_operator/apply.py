@@ -205,6 +205,18 @@ class Kube:
             raise
         return True
 
+    # --- pods (read only) ------------------------------------------------------------------
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The pods matching `label_selector` in `namespace` (status reads their conditions
+        and container states; the operator never writes pods)."""
+        out = self.request(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            query=[("labelSelector", label_selector)],
+        )
+        return list(out.get("items") or [])
+
     # --- the MLModel ----------------------------------------------------------------------
 
     def get_mlmodel(self, namespace: str, name: str) -> dict[str, Any] | None:

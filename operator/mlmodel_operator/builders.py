@@ -6,6 +6,8 @@ unit test. Names and labels follow docs/contracts.md ("Children of an MLModel").
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +28,12 @@ TERMINATION_GRACE_SECONDS = 30
 LATENCY_METRIC = "inference_latency_p95_seconds"
 ERROR_STATUS_RE = "server_error"
 LOAD_FAILURES_METRIC = "model_load_failures_total"
+FETCH_CONTAINER = "fetch-model"
+RUNTIME_CONTAINER = "runtime"
+VERSION_LABEL = "serving.n1v1.io/version"
+# A hash of the pod template the operator builds, on the template's own labels: pods carry
+# it, so status can tell pods of the current template from older ones (pod_diagnosis.py).
+TEMPLATE_HASH_LABEL = "serving.n1v1.io/template-hash"
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,7 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     if source_volume:
         fetch_mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
     fetch: dict[str, Any] = {
-        "name": "fetch-model",
+        "name": FETCH_CONTAINER,
         "image": image,
         "imagePullPolicy": s.imagePullPolicy,
         "command": ["python"],
@@ -161,6 +169,10 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
         "resources": resources,
         "securityContext": _container_security(),
         "volumeMounts": fetch_mounts,
+        # The fetch prints its one-line reason and exits with a code per kind of failure;
+        # with this the kubelet keeps that log tail in the status, where the operator (and
+        # `kubectl describe`) read it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if spec.model.credentialsSecret:
         # Credentials reach the fetch step only; the serving container never sees them.
@@ -186,11 +198,16 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
         env.append({"name": "WORKERS", "value": str(workers)})
     if "INFERENCE_THREADS" not in user_names:
         env.append({"name": "INFERENCE_THREADS", "value": str(threads)})
+    if "EXIT_ON_LOAD_FAILURE" not in user_names:
+        # A model that fails to load makes the container exit 3 with the reason as its
+        # termination message, so the MLModel's status can say why (instead of a pod that
+        # is live but never ready). A user may still set it to false.
+        env.append({"name": "EXIT_ON_LOAD_FAILURE", "value": "true"})
     env += [e.model_dump(exclude_none=True) for e in s.env]
 
     http_get = {"port": "http", "scheme": "HTTP"}
     runtime: dict[str, Any] = {
-        "name": "runtime",
+        "name": RUNTIME_CONTAINER,
         "image": image,
         "imagePullPolicy": s.imagePullPolicy,
         "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
@@ -255,6 +272,22 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     if s.tolerations:
         pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in s.tolerations]
 
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": {
+                **labels(owner.name),
+                VERSION_LABEL: _label_value(spec.model.version),
+            },
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(RUNTIME_PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": pod_spec,
+    }
+    template["metadata"]["labels"][TEMPLATE_HASH_LABEL] = template_hash(template)
+
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner.name)},
         "progressDeadlineSeconds": s.progressDeadlineSeconds,
@@ -265,20 +298,7 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
         },
-        "template": {
-            "metadata": {
-                "labels": {
-                    **labels(owner.name),
-                    "serving.n1v1.io/version": _label_value(spec.model.version),
-                },
-                "annotations": {
-                    "prometheus.io/scrape": "true",
-                    "prometheus.io/port": str(RUNTIME_PORT),
-                    "prometheus.io/path": "/metrics",
-                },
-            },
-            "spec": pod_spec,
-        },
+        "template": template,
     }
     if not s.autoscaling.enabled:
         # With autoscaling the HPA owns .spec.replicas; writing it would fight the HPA.
@@ -290,6 +310,18 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
         "metadata": _metadata(owner),
         "spec": deployment_spec,
     }
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A short, stable hash of a pod template (without its own hash label)."""
+    labels_ = {
+        k: v
+        for k, v in (template.get("metadata", {}).get("labels") or {}).items()
+        if k != TEMPLATE_HASH_LABEL
+    }
+    doc = {**template, "metadata": {**template.get("metadata", {}), "labels": labels_}}
+    raw = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def _label_value(v: str) -> str:

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
+# MLModels with a coalescing trigger (pod events) waiting for their lock: it has not read
+# anything yet, so it will see every change that arrives meanwhile and further triggers of
+# that kind can be dropped (a burst of pod events then costs two reconciles, not one each).
+_queued: set[tuple[str, str]] = set()
 
 
 def _lock_for(namespace: str, name: str) -> threading.Lock:
@@ -46,13 +50,31 @@ def _describe_api_error(e: ApiException) -> str:
 
 
 def reconcile(
-    kube: Kube, namespace: str, name: str, *, runtime_image: str, trigger: str
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    runtime_image: str,
+    trigger: str,
+    coalesce: bool = False,
 ) -> dict[str, Any] | None:
-    """Reconcile one MLModel; returns the status written (None when the MLModel is gone)."""
+    """Reconcile one MLModel; returns the status written (None when the MLModel is gone,
+    or when `coalesce` and another coalescing reconcile that has not started yet covers it).
+    """
+    key = (namespace, name)
+    if coalesce:
+        with _locks_guard:
+            if key in _queued:
+                metrics.RECONCILES.labels(trigger, "coalesced").inc()
+                return None
+            _queued.add(key)
     start = time.monotonic()
     result = "ok"
     try:
         with _lock_for(namespace, name):
+            if coalesce:
+                with _locks_guard:
+                    _queued.discard(key)  # from here on, a new event needs a new reconcile
             return _reconcile(kube, namespace, name, runtime_image=runtime_image)
     except SpecError:
         result = "invalid"
@@ -105,9 +127,26 @@ def _reconcile(
         kube,
         body,
         Observed(
-            name, namespace, generation, spec.model.version, dep, previous, alert_rules=alert_rules
+            name,
+            namespace,
+            generation,
+            spec.model.version,
+            dep,
+            previous,
+            alert_rules=alert_rules,
+            pods=_read_pods(kube, namespace, name),
         ),
     )
+
+
+def _read_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]] | None:
+    """The MLModel's pods, for the status to say why they are not ready. A failed read only
+    costs that detail (None), never the reconcile or the rest of the status."""
+    try:
+        return kube.list_pods(namespace, builders.selector_string(name))
+    except ApiException as exc:
+        log.warning("could not list pods of %s/%s: %s", namespace, name, _describe_api_error(exc))
+        return None
 
 
 def _write_error_status(

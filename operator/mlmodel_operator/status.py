@@ -7,6 +7,12 @@ Conditions (each with status, reason, message, observedGeneration, lastTransitio
 - ModelServing: at least one pod is ready, i.e. the model answers on the Service (a ready
   pod means the runtime's /v2/health/ready said the model is loaded). During a rollout this
   can be True while Ready is False: the previous version still serves.
+
+While a rollout is not complete, Ready names the pod-level cause when pods of the current
+template show one (pod_diagnosis.py: Unschedulable, ImagePullFailed, CrashLoopBackOff,
+OOMKilled, Fetch*, ...) instead of a bare RolloutInProgress; a stuck rollout keeps the reason
+RolloutStuck and carries the cause in its message. Pods of older templates are never blamed,
+and a complete rollout is Ready whatever they do.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .builders import selector_string, service_url
+from .pod_diagnosis import Diagnosis, current_pods, diagnose
 
 READY = "Ready"
 SERVING = "ModelServing"
@@ -34,6 +41,8 @@ class Observed:
     error: str | None = None  # spec or reconcile failure, already naming the field/call
     error_reason: str = "ReconcileFailed"
     alert_rules: str | None = None
+    # The MLModel's pods (all templates; status picks the current ones). None: not read.
+    pods: list[dict[str, Any]] | None = None
 
 
 def _now() -> str:
@@ -141,6 +150,11 @@ def _condition(
     }
 
 
+def _diagnosis(obs: Observed, dep: dict[str, Any]) -> Diagnosis | None:
+    """Why the current template's pods are not ready, from the pods read (None: no cause)."""
+    return diagnose(current_pods(obs.pods, dep)) if obs.pods else None
+
+
 def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
     """The full .status to write (keys set to None are removed by a merge patch)."""
     now = now or _now()
@@ -194,12 +208,20 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
             ready_reason = "ReplicaFailure"
             ready_msg = f"pods of version {obs.spec_version} cannot be created: {r.replica_failure}"
         elif r.stuck:
+            # The Deployment's verdict stays the reason (what `kubectl wait`/alerts key on);
+            # the pods say why.
             ready_reason = "RolloutStuck"
+            diag = _diagnosis(obs, dep)
             ready_msg = (
-                f"rollout of version {obs.spec_version} made no progress for the progress "
-                f"deadline: {r.updated} updated, {r.ready}/{r.desired} ready "
+                f"rollout of version {obs.spec_version} stuck: {diag.reason}: {diag.message}"
+                if diag
+                else f"rollout of version {obs.spec_version} made no progress for the "
+                f"progress deadline: {r.updated} updated, {r.ready}/{r.desired} ready "
                 "(check the pods' events and logs)"
             )
+        elif diag := _diagnosis(obs, dep):
+            ready_reason = diag.reason
+            ready_msg = f"version {obs.spec_version} is not ready: {diag.message}"
         else:
             ready_reason = "RolloutInProgress"
             ready_msg = (

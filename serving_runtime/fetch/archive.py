@@ -49,6 +49,14 @@ def _check_member(member: tarfile.TarInfo) -> None:
         )
 
 
+# tarfile's extraction filters arrived in Python 3.11.4; the runtime image's Debian bookworm
+# python3 is 3.11.2. Without them, _check_member (paths, links, member types) is the guard.
+_FILTER_ERRORS: tuple[type[Exception], ...] = (
+    (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
+)
+_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+
+
 def safe_extract(archive: Path, dest: Path, *, max_bytes: int) -> None:
     """Unpack `archive` (gzip-compressed tar) into the existing, empty folder `dest`."""
     try:
@@ -73,8 +81,8 @@ def safe_extract(archive: Path, dest: Path, *, max_bytes: int) -> None:
                         "(raise --max-bytes if the model really is this large)"
                     )
                 members.append(member)
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.FilterError as exc:
+            tar.extractall(dest, members=members, **_FILTER)
+    except _FILTER_ERRORS as exc:
         raise UnsafeArchiveError(f"{archive.name}: unsafe member refused ({exc})") from exc
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"{archive.name}: not a readable .tar.gz ({exc})") from exc

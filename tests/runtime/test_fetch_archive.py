@@ -146,3 +146,29 @@ def test_benign_archive_still_works(tmp_path, name):
     dest = tmp_path / "models"
     assert fetch(build(tmp_path / "ok.tar.gz", [("file", name)]), dest) == 0
     assert (dest / "m" / "model.skops").read_bytes() == ARTIFACT
+
+
+@pytest.fixture
+def python_without_tar_filters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime image's Python (Debian bookworm 3.11.2) predates tarfile's extraction
+    filters; simulate that here: fetch must extract benign archives and refuse hostile ones
+    with its own checks alone (seen in a real pod: fetch crashed on tarfile.FilterError)."""
+    from serving_runtime.fetch import archive
+
+    monkeypatch.setattr(archive, "_FILTER", {})
+    monkeypatch.setattr(archive, "_FILTER_ERRORS", ())
+
+
+def test_without_tar_filters_benign_archive_works(tmp_path, python_without_tar_filters):
+    dest = tmp_path / "models"
+    assert fetch(build(tmp_path / "ok.tar.gz", [("file", "m/model.skops")]), dest) == 0
+    assert (dest / "m" / "model.skops").read_bytes() == ARTIFACT
+
+
+@pytest.mark.parametrize("members,message", [
+    ([("file", "../../escaped")], "tries to leave the destination"),
+    ([("file", "m/model.skops"), (tarfile.SYMTYPE, "m/link", "/etc/passwd")], "points outside the archive"),
+])
+def test_without_tar_filters_hostile_archive_refused(tmp_path, capsys, members, message,
+                                                      python_without_tar_filters):
+    assert_refused(tmp_path, capsys, members, message)

@@ -36,6 +36,11 @@ namespace.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules"]
   verbs: ["get", "create", "patch", "delete"]
+# Pods are only read: the status names why they are not ready (scheduler and kubelet
+# reasons, exit codes, termination messages); watched so that happens within seconds.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
