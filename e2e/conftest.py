@@ -6,12 +6,18 @@ Fixtures (see e2e/cluster/README.md for examples):
 - ``make_namespace`` (function): factory ``make_namespace(prefix="e2e", labels=None) -> str``
   creating throwaway namespaces, all deleted after the test.
 - ``namespace`` (function): one throwaway namespace name.
+- ``operator_kubeconfig`` (session): the chart is installed (with the CRD); returns the
+  chart ServiceAccount's kubeconfig, which the operator process runs with.
+- ``run_operator`` (function): factory ``run_operator(namespace, **settings) -> OperatorProcess``
+  starting ``python -m mlmodel_operator`` watching that namespace; logs are printed at
+  teardown (pytest shows them when the test fails); every process is stopped afterwards.
 - ``sa_kubeconfig`` (function): factory ``sa_kubeconfig(namespace, name) -> Path``, a
   kubeconfig acting as that ServiceAccount (created if missing).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from e2e.helpers import (
     serviceaccount_kubeconfig,
     unique_name,
 )
+from e2e.operator_process import OperatorProcess
 
 # Every namespace the suite creates carries this label, so leftovers are easy to find:
 #   kubectl delete ns -l n1v1.io/e2e=true
@@ -102,3 +109,45 @@ def sa_kubeconfig(
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The kubeconfig the operator runs with: the Helm chart's ServiceAccount.
+
+    Installs charts/mlmodel-operator (its CRDs, and the ClusterRole derived from
+    operator/RBAC.md) and returns a kubeconfig holding a `kubectl create token` token of the
+    chart's ServiceAccount, so every operator e2e test also proves the RBAC list is complete
+    (see e2e/chart/chart_release.py; the release is uninstalled after the session).
+    """
+    from e2e.chart.chart_release import chart_operator_identity
+
+    with chart_operator_identity(kubeconfig, tmp_path_factory.mktemp("chart")) as sa_config:
+        yield sa_config
+
+
+@pytest.fixture
+def run_operator(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def run(namespace: str, **settings: str) -> OperatorProcess:
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(operator_kubeconfig),
+            "OPERATOR_NAMESPACES": namespace,
+            "OPERATOR_LOG_LEVEL": "info",
+            **{f"OPERATOR_{k.upper()}": v for k, v in settings.items()},
+        }
+        op = OperatorProcess(env, tmp_path / f"operator-{namespace}.log").start()
+        started.append(op)
+        return op
+
+    yield run
+    for op in started:
+        op.stop()
+        # Printed at teardown: pytest shows it under "Captured stdout teardown" on failure.
+        print(f"----- operator log ({op.log_path.name}) -----\n{op.logs()[-20000:]}")

@@ -1,0 +1,72 @@
+"""Real model folders, archives and row sets for the real-pod tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from e2e.helpers import REPO_ROOT
+
+EXAMPLES = REPO_ROOT / "examples"
+
+
+def example(name: str) -> list[dict[str, Any]]:
+    """The documents of examples/<name>."""
+    return [d for d in yaml.safe_load_all((EXAMPLES / name).read_text()) if d]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def sklearn_folder(models_dir: Path, name: str, version: str) -> tuple[Path, list[str]]:
+    """A fitted RandomForest saved as a model folder (skops artifact, golden sample)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from serving_runtime import save_model
+
+    rng = np.random.default_rng(7)
+    names = ["amount", "age_days", "merchant_risk", "velocity"]
+    X = rng.normal(size=(600, len(names)))
+    y = (X[:, 0] + 0.5 * X[:, 2] - X[:, 3] > 0).astype(int)
+    model = RandomForestClassifier(n_estimators=10, max_depth=6, random_state=0).fit(X, y)
+    folder = save_model(model, models_dir / name, version=version, feature_names=names,
+                        sample=X[:5])
+    return folder, names
+
+
+def tar_folder(folder: Path, out: Path) -> Path:
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return out
+
+
+def escaping_archive(out: Path) -> Path:
+    """A .tar.gz whose member climbs out of the destination: fetch must refuse it."""
+    with tarfile.open(out, "w:gz") as tar:
+        data = b"not a model"
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def rows(names: list[str], n: int, seed: int = 1) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(scale=1.5, size=(n, len(names)))
+    return {name: X[:, i].tolist() for i, name in enumerate(names)}
+
+
+def configmap_folder(configmap: dict[str, Any], models_dir: Path, name: str) -> Path:
+    """The model folder a ConfigMap holds, written to disk for the client's local mode."""
+    folder = models_dir / name
+    folder.mkdir(parents=True)
+    for key, text in configmap["data"].items():
+        (folder / key).write_text(text)
+    return folder

@@ -1,0 +1,138 @@
+"""The product's main promise on a real kubelet: `kubectl apply` an MLModel, and the engine's
+client gets, through the model's Service, the same predictions as in-process inference.
+
+Sources are real and served by the test host (an HTTP server on the pods' gateway address, a
+ConfigMap); the runtime image runs in pods the operator created (fetch init container,
+volumes, probes, security context, Service routing all real).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from e2e.helpers import free_port, kubectl
+from e2e.mlmodels import base_mlmodel
+from e2e.realpods.models import (
+    configmap_folder,
+    escaping_archive,
+    example,
+    rows,
+    sha256,
+    sklearn_folder,
+    tar_folder,
+)
+from serving_runtime.client import InferenceClient, RetryPolicy
+
+ROWS = 1000
+CHUNK = 100  # rows per request: 10 requests of 100 rows each
+
+
+def cluster_url(realpods, name: str) -> str:
+    svc = realpods.get("service", name)
+    assert svc is not None, f"Service {name} missing"
+    return f"http://{svc['spec']['clusterIP']}:8000"
+
+
+def ready_endpoints(realpods, name: str) -> list[str]:
+    slices = realpods.list("endpointslices.discovery.k8s.io", f"kubernetes.io/service-name={name}")
+    return [
+        addr
+        for s in slices
+        for ep in s.get("endpoints") or []
+        if (ep.get("conditions") or {}).get("ready")
+        for addr in ep.get("addresses") or []
+    ]
+
+
+def assert_remote_equals_local(url: str, models_dir: Path, model: str, names: list[str]) -> None:
+    """ROWS rows through the Service and in-process: identical answers, row for row."""
+    data = rows(names, ROWS)
+    no_retry = RetryPolicy(retries=0)  # a failure must show, not be retried away
+    with InferenceClient(remote=True, url=url, retry=no_retry, timeout=10) as remote, \
+            InferenceClient(remote=False, models_dir=models_dir) as local:
+        for start in range(0, ROWS, CHUNK):
+            chunk = {k: v[start:start + CHUNK] for k, v in data.items()}
+            r, lo = remote.predict(model, chunk), local.predict(model, chunk)
+            assert r["prediction"] == lo["prediction"], f"rows {start}..: predictions differ"
+            assert r["probabilities"] == lo["probabilities"], f"rows {start}..: probabilities"
+            assert r["model_version"] == lo["model_version"]
+
+
+def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):
+    """examples/xgboost-configmap.yaml: the ConfigMap folder, fetched by the init container."""
+    configmap, mlmodel = example("xgboost-configmap.yaml")
+    realpods.apply(configmap)
+    t0 = time.monotonic()
+    realpods.apply(on_real_node(mlmodel))
+    realpods.wait_ready("tiny-xgb", timeout=120)
+    print(f"tiny-xgb Ready {time.monotonic() - t0:.1f}s after apply")
+    assert len(ready_endpoints(realpods, "tiny-xgb")) == 1
+    models_dir = tmp_path / "models"
+    folder = configmap_folder(configmap, models_dir, "tiny-xgb")
+    names = json.loads((folder / "metadata.json").read_text())["feature_names"]
+    assert_remote_equals_local(cluster_url(realpods, "tiny-xgb"), models_dir, "tiny-xgb", names)
+
+
+def test_https_example_over_the_test_host(realpods, on_real_node, model_site, tmp_path):
+    """examples/sklearn-https.yaml with its archive served by the test host, pinned by the
+    model artifact's real sha256 (what fetch pins: the artifact, not the archive), two
+    replicas behind the Service. Plain HTTP: fetch trusts a private CA only through
+    SSL_CERT_FILE, which an MLModel cannot mount into the init container yet."""
+    (mlmodel,) = example("sklearn-https.yaml")
+    models_dir = tmp_path / "models"
+    folder, names = sklearn_folder(models_dir, "fraud-rf", mlmodel["spec"]["model"]["version"])
+    tar_folder(folder, model_site.root / "fraud-rf.tar.gz")
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert sha256(folder / meta["artifact"]) == meta["sha256"]
+    mlmodel["spec"]["model"]["uri"] = f"{model_site.url}/fraud-rf.tar.gz"
+    mlmodel["spec"]["model"]["sha256"] = meta["sha256"]
+    t0 = time.monotonic()
+    realpods.apply(on_real_node(mlmodel, cpu="100m"))
+    realpods.wait_ready("fraud-rf", timeout=180)
+    print(f"fraud-rf (2 replicas) Ready {time.monotonic() - t0:.1f}s after apply")
+    assert len(ready_endpoints(realpods, "fraud-rf")) == 2
+    assert_remote_equals_local(cluster_url(realpods, "fraud-rf"), models_dir, "fraud-rf", names)
+
+
+def test_fetch_failures_say_why_and_never_serve(realpods, on_real_node, model_site, tmp_path):
+    """A wrong sha256, an unreachable URI and an unsafe archive each fail the init container;
+    the status names which, and the Service never gets a ready endpoint."""
+    folder, _ = sklearn_folder(tmp_path / "models", "good", "1.0.0")
+    tar_folder(folder, model_site.root / "good.tar.gz")
+    escaping_archive(model_site.root / "escape.tar.gz")
+    closed = free_port()  # nothing listens there
+    cases = {
+        "bad-sha": ({"uri": f"{model_site.url}/good.tar.gz", "sha256": "0" * 64},
+                    "FetchSha256Mismatch", "sha256"),
+        "unreachable": ({"uri": f"http://{model_site.url.split('//')[1].split(':')[0]}:{closed}"
+                                f"/m.tar.gz"}, "FetchSourceUnreadable", str(closed)),
+        "unsafe": ({"uri": f"{model_site.url}/escape.tar.gz"}, "FetchUnsafeArtifact", "escape"),
+    }
+    for name, (model, _, _) in cases.items():
+        realpods.apply(on_real_node(base_mlmodel(name, model=model), cpu="50m"))
+    for name, (_, reason, needle) in cases.items():
+        cond = realpods.wait_condition(name, "Ready", "False", reason, timeout=60)
+        ready = next(c for c in cond["status"]["conditions"] if c["type"] == "Ready")
+        assert needle in ready["message"], ready
+        assert ready_endpoints(realpods, name) == [], f"{name} has a ready endpoint"
+
+
+def test_logs_and_exec_on_runtime_pods(realpods, on_real_node):
+    """A user's debugging path: kubectl logs and kubectl exec work on runtime pods."""
+    configmap, mlmodel = example("xgboost-configmap.yaml")
+    realpods.apply(configmap)
+    realpods.apply(on_real_node(mlmodel))
+    realpods.wait_ready("tiny-xgb", timeout=120)
+    logs = realpods.kubectl("logs", "deploy/tiny-xgb", "-c", "runtime").stdout
+    assert '"message":"model loaded"' in logs and '"model_name":"tiny-xgb"' in logs, logs[-2000:]
+    fetch_logs = realpods.kubectl("logs", "deploy/tiny-xgb", "-c", "fetch-model").stdout
+    assert "tiny-xgb" in fetch_logs, fetch_logs
+    out = kubectl(  # -n before `--`: MLModels.kubectl appends it, which exec would pass on
+        "exec", "-n", realpods.ns, "deploy/tiny-xgb", "-c", "runtime", "--", "python", "-c",
+        "import os, urllib.request as u; print(os.getuid()); "
+        "print(u.urlopen('http://127.0.0.1:8000/v2/health/ready').status)",
+        kubeconfig=realpods.kubeconfig,
+    ).stdout.split()
+    assert out == ["10001", "200"], out
