@@ -167,7 +167,8 @@ def test_without_tar_filters_benign_archive_works(tmp_path, python_without_tar_f
 
 @pytest.mark.parametrize("members,message", [
     ([("file", "../../escaped")], "tries to leave the destination"),
-    ([("file", "m/model.skops"), (tarfile.SYMTYPE, "m/link", "/etc/passwd")], "points outside the archive"),
+    ([("file", "m/model.skops"), (tarfile.SYMTYPE, "m/link", "/etc/passwd")],
+     "points outside the archive"),
 ])
 def test_without_tar_filters_hostile_archive_refused(tmp_path, capsys, members, message,
                                                       python_without_tar_filters):
