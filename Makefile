@@ -1,4 +1,4 @@
-.PHONY: venv demo test lint unit e2e cluster-up cluster-down bench
+.PHONY: venv demo test lint unit e2e cluster-up cluster-down cluster-demo bench
 
 venv:
 	@scripts/bootstrap.sh
@@ -21,7 +21,12 @@ cluster-up:
 	e2e/cluster/up
 
 cluster-down:
+	@if [ -f e2e/.state/pids/demo-operator.pid ]; then kill "$$(cat e2e/.state/pids/demo-operator.pid)" 2>/dev/null || true; fi
 	e2e/cluster/down
+
+# The whole product on the local cluster: real node, chart, an MLModel, a curl that works.
+cluster-demo:
+	@scripts/cluster_demo.sh
 
 e2e: venv
 	.venv/bin/pytest -q e2e

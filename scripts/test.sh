@@ -41,6 +41,8 @@ if [ -x e2e/cluster/up ]; then
   fi
   e2e/cluster/up
   echo "[test] e2e tests"
-  # Always the local cluster: never a KUBECONFIG the caller happens to have exported.
-  KUBECONFIG="$PWD/e2e/.state/kubeconfig" .venv/bin/pytest -q e2e
+  # Always the local cluster: never a KUBECONFIG the caller happens to have exported. The env
+  # file also says where pods reach this host (N1V1_POD_HOST_IP, for e2e/realpods).
+  # shellcheck source=/dev/null
+  (source e2e/.state/env && KUBECONFIG="$PWD/e2e/.state/kubeconfig" .venv/bin/pytest -q e2e)
 fi

@@ -54,6 +54,26 @@ else
   echo "[kind] no Dockerfiles found; running without project images"
 fi
 
+# The real-pod tests (e2e/realpods) need the same three facts as on the local cluster: a node
+# labelled n1v1.io/node=real, the address at which pods reach this host (the kind network's
+# gateway, where the tests' model servers listen), and a route from this host to Service IPs
+# (via the node's container, whose kube-proxy rules forward them).
+node="$(kind get nodes --name "$name" | head -n1)"
+KUBECONFIG="$kubeconfig" kubectl label node "$node" n1v1.io/node=real --overwrite >/dev/null
+N1V1_POD_HOST_IP="$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' \
+  | tr ' ' '\n' | grep -E '^[0-9]+\.' | head -n1)"
+export N1V1_POD_HOST_IP
+node_ip="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$node")"
+service_cidr="$(docker exec "$node" sh -c 'grep -o "service-cluster-ip-range=[^ ]*" \
+  /etc/kubernetes/manifests/kube-apiserver.yaml | cut -d= -f2')"
+if [ "$(id -u)" = 0 ]; then
+  ip route replace "$service_cidr" via "$node_ip"
+else
+  sudo ip route replace "$service_cidr" via "$node_ip"
+fi
+echo "[kind] real-pod tests: node $node, pods reach this host at $N1V1_POD_HOST_IP," \
+  "Service IPs $service_cidr routed via $node_ip"
+
 [ -x "$repo/.venv/bin/pytest" ] || "$repo/scripts/bootstrap.sh"
 echo "[kind] running the e2e suite against $name"
 cd "$repo"

@@ -32,8 +32,11 @@ def test_examples_apply_and_reconcile(run_operator, mlmodels, namespace):
     for name in ("tiny-xgb", "fraud-rf", "churn-xgb"):
         assert name in names
         mlmodels.wait_ready(name)
-    # pricing-xgb needs its PersistentVolumeClaim and a labelled node: honestly not Ready.
+    # pricing-xgb needs its PersistentVolumeClaim and a labelled node: honestly not Ready,
+    # and the status says why (the scheduler's message), not RolloutInProgress forever.
     assert mlmodels.get("hpa", "pricing-xgb")["spec"]["minReplicas"] == 2
-    mlm = mlmodels.wait_condition("pricing-xgb", "Ready", "False", "RolloutInProgress")
+    mlm = mlmodels.wait_condition("pricing-xgb", "Ready", "False", "Unschedulable", timeout=30)
+    ready = next(c for c in mlm["status"]["conditions"] if c["type"] == "Ready")
+    assert "cannot be scheduled" in ready["message"] and "0/" in ready["message"], ready
     assert mlm["status"]["readyReplicasText"] == "0/2"
     assert mlmodels.get("configmap", "churn-xgb-alert-rules") is None  # alerting disabled

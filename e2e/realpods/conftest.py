@@ -84,7 +84,8 @@ def place_on_real_node(body: dict[str, Any], *, cpu: str = "200m") -> dict[str, 
     """The manifest with its pods on the real node, using the imported image and a small
     CPU/memory request: the examples ask for more than a 2-core test machine has."""
     serving = body["spec"].setdefault("serving", {})
-    serving["nodeSelector"] = {REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
+    serving["nodeSelector"] = {**serving.get("nodeSelector", {}),
+                               REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
     serving["tolerations"] = [*serving.get("tolerations", []), REAL_NODE_TOLERATION]
     serving["image"] = RUNTIME_IMAGE
     serving["imagePullPolicy"] = "Never"  # imported into the node; nothing is ever pulled

@@ -70,3 +70,19 @@ def configmap_folder(configmap: dict[str, Any], models_dir: Path, name: str) -> 
     for key, text in configmap["data"].items():
         (folder / key).write_text(text)
     return folder
+
+
+def xgboost_folder(models_dir: Path, name: str, version: str) -> tuple[Path, list[str]]:
+    """A fitted 20-tree XGBoost classifier saved as a model folder (UBJSON artifact)."""
+    import xgboost as xgb
+
+    from serving_runtime import save_model
+
+    rng = np.random.default_rng(11)
+    names = ["bid", "ask", "depth", "imbalance", "vol_1m"]
+    X = rng.normal(size=(800, len(names)))
+    y = (X[:, 0] - X[:, 1] + 0.3 * X[:, 3] > 0).astype(int)
+    model = xgb.XGBClassifier(n_estimators=20, max_depth=4).fit(X, y)
+    folder = save_model(model, models_dir / name, version=version, feature_names=names,
+                        sample=X[:5], artifact_format="ubj")
+    return folder, names
