@@ -130,7 +130,14 @@ start() { # component binary args...
   log "starting $c"
   # setsid: a Ctrl-C in the shell that ran `up` must not take the cluster down with it.
   setsid "$bin" "$@" >>"$LOGS/$c.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$c.pid"
+  local pid=$! i
+  echo "$pid" >"$PIDS/$c.pid"
+  # Until the forked shell has exec'd the binary its cmdline is the shell's, which live_pid
+  # does not recognise: on a loaded machine that took longer than a fixed 0.3 s (seen in CI).
+  for i in $(seq 30); do
+    live_pid "$c" >/dev/null || ! [ -d "/proc/$pid" ] && break
+    sleep 0.1
+  done
   sleep 0.3
   if ! live_pid "$c" >/dev/null; then # bad flag, port taken, ...: say so now, not at a timeout
     log "$c exited at once; last log lines:"

@@ -13,7 +13,11 @@ import time
 from e2e.helpers import wait_for
 from e2e.realpods.load import KeepAliveLoad
 from e2e.realpods.models import example
-from e2e.realpods.test_realpods_serving import cluster_url, ready_endpoints
+from e2e.realpods.test_realpods_serving import (
+    cluster_url,
+    ready_endpoints,
+    wait_service_answers,
+)
 
 ROW = {"features": {"spread": [0.1], "momentum": [0.2], "volume": [0.3], "volatility": [0.4]}}
 
@@ -45,6 +49,7 @@ def serve_tiny_xgb(realpods, on_real_node, replicas: int) -> dict:
              describe=f"{replicas} ready endpoints")
     # kube-proxy programs new endpoints a moment after the EndpointSlice: connections opened
     # before that all land on the first pod.
+    wait_service_answers(cluster_url(realpods, "tiny-xgb"))
     time.sleep(2)
     return configmap
 
@@ -155,6 +160,7 @@ def test_hpa_scales_on_real_cpu(realpods, on_real_node):
     realpods.apply(on_real_node(mlmodel, cpu="100m"))
     realpods.wait_ready("tiny-xgb", timeout=120)
     url = cluster_url(realpods, "tiny-xgb")
+    wait_service_answers(url)
     t0 = time.monotonic()
     with KeepAliveLoad(url, body(), connections=6) as load:
         hpa = wait_for(lambda: (h := realpods.get("hpa", "tiny-xgb"))

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from e2e.helpers import free_port, kubectl
+from e2e.helpers import free_port, kubectl, wait_for
 from e2e.mlmodels import base_mlmodel
 from e2e.realpods.models import (
     configmap_folder,
@@ -35,6 +35,22 @@ def cluster_url(realpods, name: str) -> str:
     return f"http://{svc['spec']['clusterIP']}:8000"
 
 
+def wait_service_answers(url: str, times: int = 5, timeout: float = 30) -> None:
+    """The Service's ClusterIP answers readiness `times` times in a row. An EndpointSlice can
+    say ready a moment before kube-proxy has programmed it (until then the ClusterIP rejects
+    connections): what a client sees is what counts."""
+    import httpx
+
+    def answers() -> bool:
+        try:
+            return all(httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
+                       for _ in range(times))
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, timeout=timeout, describe=f"{url} answering through the Service")
+
+
 def ready_endpoints(realpods, name: str) -> list[str]:
     slices = realpods.list("endpointslices.discovery.k8s.io", f"kubernetes.io/service-name={name}")
     return [
@@ -48,6 +64,7 @@ def ready_endpoints(realpods, name: str) -> list[str]:
 
 def assert_remote_equals_local(url: str, models_dir: Path, model: str, names: list[str]) -> None:
     """ROWS rows through the Service and in-process: identical answers, row for row."""
+    wait_service_answers(url)
     data = rows(names, ROWS)
     no_retry = RetryPolicy(retries=0)  # a failure must show, not be retried away
     with InferenceClient(remote=True, url=url, retry=no_retry, timeout=10) as remote, \
