@@ -49,7 +49,9 @@ def _iptables(binary: str) -> list[str]:
 
 
 def _cgroups() -> list[str]:
-    return sorted(str(p) for p in Path("/sys/fs/cgroup").glob("*/kubepods*"))
+    root = Path("/sys/fs/cgroup")  # v2 at the top, v1 under each controller
+    found = [*root.glob("kubepods*"), *root.glob("*/kubepods*")]
+    return sorted(str(p) for p in found)
 
 
 def _dir(path: str) -> list[str]:

@@ -22,6 +22,9 @@ KUBELET_BIN="$(bin_path kubelet "$KUBERNETES_VERSION")"
 PROXY_BIN="$(bin_path kube-proxy "$KUBERNETES_VERSION")"
 METRICS_SERVER_BIN="$(bin_path metrics-server "$METRICS_SERVER_VERSION")"
 NODE_COMPONENTS=(containerd kubelet kube-proxy metrics-server)
+# The kubelet's pod cgroups: cgroup v2 at the top, v1 under each controller. (A host that is
+# itself a Kubernetes node with a cgroupfs kubelet has its own `kubepods`: not supported.)
+NODE_CGROUPS="/sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods"
 # Taint + label: kwok-based tests keep landing on the fake node; real-pod tests opt in.
 REAL_NODE_LABEL="n1v1.io/node=real"
 REAL_NODE_TAINT="n1v1.io/real-node=true:NoSchedule"
@@ -77,7 +80,7 @@ node_restore_sysctls() {
     if [ "$k" = net.ipv4.ip_forward ] && [ "$v" = 0 ] && pgrep -x dockerd >/dev/null; then
       continue
     fi
-    sysctl -q -w "$k=$v" >/dev/null
+    sysctl -q -w "$k=$v" >/dev/null || log "could not put $k back to $v"
   done <"$b/sysctls"
 }
 
@@ -340,7 +343,7 @@ node_down() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   # Any process left in the kubelet's cgroups (pods of a crashed run).
-  for c in /sys/fs/cgroup/*/kubepods; do
+  for c in $NODE_CGROUPS; do
     [ -d "$c" ] || continue
     find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
   done
@@ -351,11 +354,14 @@ node_down() {
     umount -l "$m" 2>/dev/null || true
   done || true
   # kubepods cgroups, leaves first.
-  for c in /sys/fs/cgroup/*/kubepods; do
+  for c in $NODE_CGROUPS; do
     [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
-  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then ip link del "$NODE_BRIDGE"; fi
-  ip route del "$SERVICE_CIDR" 2>/dev/null || true
+  # Only our route (by device): another route for the same range (kind's) is not ours.
+  ip route del "$SERVICE_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
+  if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
+    ip link del "$NODE_BRIDGE" || log "could not delete bridge $NODE_BRIDGE"
+  fi
   node_restore_iptables iptables "$NODE_DIR/baseline/iptables"
   node_restore_iptables ip6tables "$NODE_DIR/baseline/ip6tables"
   node_restore_sysctls
