@@ -40,7 +40,7 @@ echo "[demo] kubectl apply examples/xgboost-configmap.yaml (pods on the real nod
 .venv/bin/python - <<'PY' | kubectl -n "$ns" apply -f -
 import sys, yaml
 sys.path.insert(0, ".")
-from e2e.realpods.conftest import place_on_real_node
+from e2e.realpods.cluster import place_on_real_node
 docs = [d for d in yaml.safe_load_all(open("examples/xgboost-configmap.yaml")) if d]
 docs = [place_on_real_node(d) if d["kind"] == "MLModel" else d for d in docs]
 print(yaml.safe_dump_all(docs))

@@ -25,10 +25,7 @@ import pytest
 
 from e2e.helpers import free_port
 from e2e.mlmodels import MLModels
-
-REAL_NODE_LABEL = ("n1v1.io/node", "real")
-REAL_NODE_TOLERATION = {"key": "n1v1.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
-RUNTIME_IMAGE = os.environ.get("RUNTIME_IMAGE", "n1v1-ml-serving:0.1.0")
+from e2e.realpods.cluster import REAL_NODE_LABEL, place_on_real_node
 
 
 @pytest.fixture(scope="session")
@@ -78,22 +75,6 @@ def model_site(pod_host_ip: str, tmp_path: Path) -> Iterator[ModelSite]:
     site = ModelSite(root, pod_host_ip)
     yield site
     site.close()
-
-
-def place_on_real_node(body: dict[str, Any], *, cpu: str = "200m") -> dict[str, Any]:
-    """The manifest with its pods on the real node, using the imported image and a small
-    CPU/memory request: the examples ask for more than a 2-core test machine has."""
-    serving = body["spec"].setdefault("serving", {})
-    serving["nodeSelector"] = {**serving.get("nodeSelector", {}),
-                               REAL_NODE_LABEL[0]: REAL_NODE_LABEL[1]}
-    serving["tolerations"] = [*serving.get("tolerations", []), REAL_NODE_TOLERATION]
-    serving["image"] = RUNTIME_IMAGE
-    serving["imagePullPolicy"] = "Never"  # imported into the node; nothing is ever pulled
-    serving["resources"] = {
-        "requests": {"cpu": cpu, "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "1Gi"},
-    }
-    return body
 
 
 @pytest.fixture

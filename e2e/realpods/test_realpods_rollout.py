@@ -11,13 +11,13 @@ import json
 import time
 
 from e2e.helpers import wait_for
-from e2e.realpods.load import KeepAliveLoad
-from e2e.realpods.models import example
-from e2e.realpods.test_realpods_serving import (
+from e2e.realpods.cluster import (
     cluster_url,
     ready_endpoints,
     wait_service_answers,
 )
+from e2e.realpods.load import KeepAliveLoad
+from e2e.realpods.models import example
 
 ROW = {"features": {"spread": [0.1], "momentum": [0.2], "volume": [0.3], "volatility": [0.4]}}
 

@@ -10,71 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from e2e.helpers import free_port, kubectl, wait_for
+from e2e.helpers import free_port, kubectl
 from e2e.mlmodels import base_mlmodel
+from e2e.realpods.cluster import assert_remote_equals_local, cluster_url, ready_endpoints
 from e2e.realpods.models import (
     configmap_folder,
     escaping_archive,
     example,
-    rows,
     sha256,
     sklearn_folder,
     tar_folder,
 )
-from serving_runtime.client import InferenceClient, RetryPolicy
-
-ROWS = 1000
-CHUNK = 100  # rows per request: 10 requests of 100 rows each
-
-
-def cluster_url(realpods, name: str) -> str:
-    svc = realpods.get("service", name)
-    assert svc is not None, f"Service {name} missing"
-    return f"http://{svc['spec']['clusterIP']}:8000"
-
-
-def wait_service_answers(url: str, times: int = 5, timeout: float = 30) -> None:
-    """The Service's ClusterIP answers readiness `times` times in a row. An EndpointSlice can
-    say ready a moment before kube-proxy has programmed it (until then the ClusterIP rejects
-    connections): what a client sees is what counts."""
-    import httpx
-
-    def answers() -> bool:
-        try:
-            return all(httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-                       for _ in range(times))
-        except httpx.HTTPError:
-            return False
-
-    wait_for(answers, timeout=timeout, describe=f"{url} answering through the Service")
-
-
-def ready_endpoints(realpods, name: str) -> list[str]:
-    slices = realpods.list("endpointslices.discovery.k8s.io", f"kubernetes.io/service-name={name}")
-    return [
-        addr
-        for s in slices
-        for ep in s.get("endpoints") or []
-        if (ep.get("conditions") or {}).get("ready")
-        for addr in ep.get("addresses") or []
-    ]
-
-
-def assert_remote_equals_local(url: str, models_dir: Path, model: str, names: list[str]) -> None:
-    """ROWS rows through the Service and in-process: identical answers, row for row."""
-    wait_service_answers(url)
-    data = rows(names, ROWS)
-    no_retry = RetryPolicy(retries=0)  # a failure must show, not be retried away
-    with InferenceClient(remote=True, url=url, retry=no_retry, timeout=10) as remote, \
-            InferenceClient(remote=False, models_dir=models_dir) as local:
-        for start in range(0, ROWS, CHUNK):
-            chunk = {k: v[start:start + CHUNK] for k, v in data.items()}
-            r, lo = remote.predict(model, chunk), local.predict(model, chunk)
-            assert r["prediction"] == lo["prediction"], f"rows {start}..: predictions differ"
-            assert r["probabilities"] == lo["probabilities"], f"rows {start}..: probabilities"
-            assert r["model_version"] == lo["model_version"]
 
 
 def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):

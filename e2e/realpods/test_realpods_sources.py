@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from e2e.helpers import free_port, kubectl, wait_for
-from e2e.realpods.models import example, xgboost_folder
-from e2e.realpods.test_realpods_serving import (
+from e2e.realpods.cluster import (
     assert_remote_equals_local,
     cluster_url,
     ready_endpoints,
 )
+from e2e.realpods.models import example, xgboost_folder
 
 MOTO = Path(sys.executable).with_name("moto_server")
 

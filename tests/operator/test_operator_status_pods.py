@@ -78,6 +78,17 @@ def old_ready(i: int) -> dict[str, Any]:
     return ready_pod(deployment("1.0.0"), name=f"fraud-5c7b8d9f4-old{i}", template_hash="5c7b8d9f4")
 
 
+def old_version_oom_pod(name: str) -> dict:
+    """A pod of the previous template (version 1.0.0), crash-looping after an OOM kill."""
+    return runtime_state(
+        crashloop_waiting("runtime"),
+        terminated(137, "OOMKilled"),
+        dep=deployment("1.0.0"),
+        name=name,
+        template_hash="5c7b8d9f4",
+    )
+
+
 def test_unschedulable_surge_pod_is_named_while_old_pods_serve():
     dep = with_status(deployment(), ready=2, updated=1, total=3, available=2)
     pods = [old_ready(0), old_ready(1), unschedulable_pod(dep)]
@@ -136,13 +147,7 @@ def test_old_version_crash_does_not_fail_a_complete_rollout():
         name="fraud-5c7b8d9f4-old0",
         template_hash="5c7b8d9f4",
     )
-    old_oom = runtime_state(
-        crashloop_waiting("runtime"),
-        terminated(137, "OOMKilled"),
-        dep=deployment("1.0.0"),
-        name="fraud-5c7b8d9f4-old1",
-        template_hash="5c7b8d9f4",
-    )
+    old_oom = old_version_oom_pod("fraud-5c7b8d9f4-old1")
     dying["metadata"]["deletionTimestamp"] = NOW
     st = status(dep, [*new, dying, old_oom])
     r = cond(st, "Ready")
@@ -152,13 +157,7 @@ def test_old_version_crash_does_not_fail_a_complete_rollout():
 
 def test_old_version_crash_is_not_blamed_on_a_rolling_new_version():
     dep = with_status(deployment(), ready=1, updated=1, total=2, available=1)
-    old_crash = runtime_state(
-        crashloop_waiting("runtime"),
-        terminated(137, "OOMKilled"),
-        dep=deployment("1.0.0"),
-        name="fraud-5c7b8d9f4-old0",
-        template_hash="5c7b8d9f4",
-    )
+    old_crash = old_version_oom_pod("fraud-5c7b8d9f4-old0")
     new_loading = runtime_state({"running": {"startedAt": "2026-03-02T09:15:00Z"}}, dep=dep)
     r = cond(status(dep, [old_crash, new_loading, old_ready(1)]), "Ready")
     assert r["reason"] == "RolloutInProgress"
