@@ -130,20 +130,25 @@ start() { # component binary args...
   log "starting $c"
   # setsid: a Ctrl-C in the shell that ran `up` must not take the cluster down with it.
   setsid "$bin" "$@" >>"$LOGS/$c.log" 2>&1 </dev/null &
-  local pid=$! i
+  local pid=$! i rc
   echo "$pid" >"$PIDS/$c.pid"
   # Until the forked shell has exec'd the binary its cmdline is the shell's, which live_pid
-  # does not recognise: on a loaded machine that took longer than a fixed 0.3 s (seen in CI).
-  for i in $(seq 30); do
-    live_pid "$c" >/dev/null || ! [ -d "/proc/$pid" ] && break
+  # does not recognise; on a loaded machine that took seconds. So "alive" here is the
+  # process existing, and a death is reported with its exit status (from wait: the binary
+  # is our child), never inferred from a cmdline read mid-exec.
+  for i in $(seq 40); do
+    [ -d "/proc/$pid" ] || break
+    [ "$i" -gt 3 ] && live_pid "$c" >/dev/null && break
     sleep 0.1
   done
-  sleep 0.3
-  if ! live_pid "$c" >/dev/null; then # bad flag, port taken, ...: say so now, not at a timeout
-    log "$c exited at once; last log lines:"
+  if ! kill -0 "$pid" 2>/dev/null || [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+    rc=0
+    wait "$pid" 2>/dev/null || rc=$?
+    log "$c exited at once (exit status $rc$([ "$rc" -gt 128 ] && echo ", signal $((rc - 128))")); last log lines:"
     tail -n 20 "$LOGS/$c.log" >&2 || true
     return 1
   fi
+  live_pid "$c" >/dev/null || log "$c (pid $pid) is still starting"
 }
 
 

@@ -8,6 +8,7 @@ e2e/.state/env by `up`). Without either, the tests fail: they never skip.
 - ``real_node`` (session): the node's name.
 - ``pod_host_ip`` (session): where model sources served by the test host listen.
 - ``model_site`` (function): an HTTP server on that address serving a temp folder.
+- ``https_model_site`` (function): the same over HTTPS with a private CA, and the CA's PEM.
 - ``on_real_node(body)``: an MLModel manifest placed on the real node, sized for 2 cores.
 - ``realpods``: an MLModels helper (e2e/operator) with the chart's operator running.
 """
@@ -26,6 +27,7 @@ import pytest
 from e2e.helpers import free_port
 from e2e.mlmodels import MLModels
 from e2e.realpods.cluster import REAL_NODE_LABEL, place_on_real_node
+from tests.runtime.tls_support import self_signed, server_context
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +55,18 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 class ModelSite:
-    """A folder served over HTTP at http://<pod_host_ip>:<port>/ for fetch init containers."""
+    """A folder served at http(s)://<pod_host_ip>:<port>/ for fetch init containers; with
+    `tls` (certificate, key) over HTTPS."""
 
-    def __init__(self, root: Path, host: str) -> None:
+    def __init__(self, root: Path, host: str, tls: tuple[Path, Path] | None = None) -> None:
         self.root = root
         handler = lambda *a, **kw: _Quiet(*a, directory=str(root), **kw)  # noqa: E731
         self.server = http.server.ThreadingHTTPServer((host, free_port()), handler)
-        self.url = f"http://{host}:{self.server.server_address[1]}"
+        if tls:
+            self.server.socket = server_context(*tls).wrap_socket(self.server.socket,
+                                                                  server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -74,6 +81,17 @@ def model_site(pod_host_ip: str, tmp_path: Path) -> Iterator[ModelSite]:
     root.mkdir()
     site = ModelSite(root, pod_host_ip)
     yield site
+    site.close()
+
+
+@pytest.fixture
+def https_model_site(pod_host_ip: str, tmp_path: Path) -> Iterator[tuple[ModelSite, Path]]:
+    """(site over HTTPS with a private CA's certificate, that CA's PEM)."""
+    root = tmp_path / "tls-site"
+    root.mkdir()
+    cert, key = self_signed(tmp_path, pod_host_ip)
+    site = ModelSite(root, pod_host_ip, (cert, key))
+    yield site, cert
     site.close()
 
 

@@ -149,14 +149,15 @@ def test_pod_deleted_under_keepalive_load(realpods, on_real_node):
 
 def test_hpa_scales_on_real_cpu(realpods, on_real_node):
     """metrics-server reads the pods' real CPU; load through the Service makes the HPA scale
-    the MLModel from 1 to 2 replicas. (Back to 1 takes the HPA's default 5-minute scale-down
-    stabilisation, which an MLModel cannot shorten yet: not waited for here.)"""
+    the MLModel from 1 to 2 replicas, and back to 1 once the load stops (the MLModel's
+    scale-down stabilisation shortened from the HPA's 5 minutes to 15 s)."""
     configmap, mlmodel = example("xgboost-configmap.yaml")
     realpods.apply(configmap)
     mlmodel["spec"]["serving"].pop("replicas", None)
     mlmodel["spec"]["serving"]["autoscaling"] = {
         "enabled": True, "minReplicas": 1, "maxReplicas": 2,
-        "targetCPUUtilizationPercentage": 20, "targetMemoryUtilizationPercentage": 95}
+        "targetCPUUtilizationPercentage": 20, "targetMemoryUtilizationPercentage": 95,
+        "scaleDownStabilizationSeconds": 15}
     realpods.apply(on_real_node(mlmodel, cpu="100m"))
     realpods.wait_ready("tiny-xgb", timeout=120)
     url = cluster_url(realpods, "tiny-xgb")
@@ -177,3 +178,10 @@ def test_hpa_scales_on_real_cpu(realpods, on_real_node):
           f"cpu {cpu['resource']['current']}; {result.sent} requests, {result.failed} failed")
     assert cpu["resource"]["current"]["averageUtilization"] > 20, cpu
     assert result.failed == 0, result.errors
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 15
+    t1 = time.monotonic()
+    wait_for(lambda: (realpods.get("deploy", "tiny-xgb")["status"].get("replicas") == 1
+                      and len(ready_endpoints(realpods, "tiny-xgb")) == 1),
+             timeout=180, describe="back to 1 replica after the load stopped",
+             observe=lambda: realpods.kubectl("get", "hpa", "-o", "wide").stdout)
+    print(f"HPA: back to 1 replica {time.monotonic() - t1:.1f}s after the load stopped")

@@ -39,32 +39,41 @@ def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):
     assert_remote_equals_local(cluster_url(realpods, "tiny-xgb"), models_dir, "tiny-xgb", names)
 
 
-def test_https_example_over_the_test_host(realpods, on_real_node, model_site, tmp_path):
-    """examples/sklearn-https.yaml with its archive served by the test host, pinned by the
-    model artifact's real sha256 (what fetch pins: the artifact, not the archive), two
-    replicas behind the Service. Plain HTTP: fetch trusts a private CA only through
-    SSL_CERT_FILE, which an MLModel cannot mount into the init container yet."""
+def test_https_example_over_the_test_host(realpods, on_real_node, https_model_site, tmp_path):
+    """examples/sklearn-https.yaml with its archive served over HTTPS by the test host under
+    a private CA (trusted through the example's caBundle ConfigMap), pinned by the model
+    artifact's real sha256 (what fetch pins: the artifact, not the archive), two replicas
+    behind the Service."""
+    site, ca = https_model_site
     (mlmodel,) = example("sklearn-https.yaml")
     models_dir = tmp_path / "models"
     folder, names = sklearn_folder(models_dir, "fraud-rf", mlmodel["spec"]["model"]["version"])
-    tar_folder(folder, model_site.root / "fraud-rf.tar.gz")
+    tar_folder(folder, site.root / "fraud-rf.tar.gz")
     meta = json.loads((folder / "metadata.json").read_text())
     assert sha256(folder / meta["artifact"]) == meta["sha256"]
-    mlmodel["spec"]["model"]["uri"] = f"{model_site.url}/fraud-rf.tar.gz"
+    mlmodel["spec"]["model"]["uri"] = f"{site.url}/fraud-rf.tar.gz"
     mlmodel["spec"]["model"]["sha256"] = meta["sha256"]
+    realpods.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": mlmodel["spec"]["model"]["caBundle"]["configMap"]},
+                    "data": {"ca.crt": ca.read_text()}})
     t0 = time.monotonic()
     realpods.apply(on_real_node(mlmodel, cpu="100m"))
     realpods.wait_ready("fraud-rf", timeout=180)
-    print(f"fraud-rf (2 replicas) Ready {time.monotonic() - t0:.1f}s after apply")
+    print(f"fraud-rf (2 replicas, https with a private CA) Ready {time.monotonic() - t0:.1f}s "
+          "after apply")
     assert len(ready_endpoints(realpods, "fraud-rf")) == 2
     assert_remote_equals_local(cluster_url(realpods, "fraud-rf"), models_dir, "fraud-rf", names)
 
 
-def test_fetch_failures_say_why_and_never_serve(realpods, on_real_node, model_site, tmp_path):
-    """A wrong sha256, an unreachable URI and an unsafe archive each fail the init container;
-    the status names which, and the Service never gets a ready endpoint."""
+def test_fetch_failures_say_why_and_never_serve(realpods, on_real_node, model_site,
+                                                https_model_site, tmp_path):
+    """A wrong sha256, an unreachable URI, an unsafe archive, a private CA not given and a
+    caBundle ConfigMap that does not exist each fail the init container; the status names
+    which, and the Service never gets a ready endpoint."""
     folder, _ = sklearn_folder(tmp_path / "models", "good", "1.0.0")
     tar_folder(folder, model_site.root / "good.tar.gz")
+    tls_site, _ = https_model_site
+    tar_folder(folder, tls_site.root / "good.tar.gz")
     escaping_archive(model_site.root / "escape.tar.gz")
     closed = free_port()  # nothing listens there
     cases = {
@@ -73,6 +82,10 @@ def test_fetch_failures_say_why_and_never_serve(realpods, on_real_node, model_si
         "unreachable": ({"uri": f"http://{model_site.url.split('//')[1].split(':')[0]}:{closed}"
                                 f"/m.tar.gz"}, "FetchSourceUnreadable", str(closed)),
         "unsafe": ({"uri": f"{model_site.url}/escape.tar.gz"}, "FetchUnsafeArtifact", "escape"),
+        "untrusted": ({"uri": f"{tls_site.url}/good.tar.gz"}, "FetchSourceUnreadable",
+                      "TLS certificate not trusted"),
+        "no-ca-map": ({"uri": f"{tls_site.url}/good.tar.gz", "caBundle": {"configMap": "nope"}},
+                      "FetchSourceUnreadable", "spec.model.caBundle"),
     }
     for name, (model, _, _) in cases.items():
         realpods.apply(on_real_node(base_mlmodel(name, model=model), cpu="50m"))

@@ -20,6 +20,7 @@ from .spec import GROUP, KIND, VERSION, MLModelSpec
 RUNTIME_PORT = 8000
 MODELS_DIR = "/app/models"
 SOURCE_DIR = "/mnt/model-source"
+CA_BUNDLE_DIR = "/etc/n1v1/ca-bundle"
 FIELD_MANAGER = "n1v1-mlmodel-operator"
 RUNTIME_UID = 10001
 # Requests get this long to drain after the endpoint is removed from the Service.
@@ -177,6 +178,10 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     if spec.model.credentialsSecret:
         # Credentials reach the fetch step only; the serving container never sees them.
         fetch["envFrom"] = [{"secretRef": {"name": spec.model.credentialsSecret}}]
+    ca = spec.model.caBundle
+    if ca:
+        fetch_mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
+        fetch["env"] = [{"name": "FETCH_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{ca.key}"}]
 
     env: list[dict[str, Any]] = [
         {"name": "MODELS_DIR", "value": MODELS_DIR},
@@ -251,6 +256,11 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     ]
     if source_volume:
         volumes.append(source_volume)
+    if ca:
+        # optional: a missing ConfigMap or key fails the fetch with a message naming
+        # spec.model.caBundle (exit 3, in the status), not a pod stuck mounting a volume.
+        volumes.append({"name": "ca-bundle", "configMap": {"name": ca.configMap,
+                                                           "optional": True}})
 
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -393,6 +403,9 @@ def build_hpa(owner: Owner, spec: MLModelSpec) -> dict[str, Any] | None:
             "minReplicas": a.minReplicas,
             "maxReplicas": a.maxReplicas,
             "metrics": metrics,
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": a.scaleDownStabilizationSeconds}
+            },
         },
     }
 

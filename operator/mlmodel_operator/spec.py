@@ -76,6 +76,16 @@ def parse_quantity(quantity: str | int | float) -> Decimal:
     return num * Decimal(scale[suffix])
 
 
+class CABundle(_Strict):
+    """A ConfigMap key holding PEM CAs that the fetch step trusts besides the public roots."""
+
+    configMap: str = Field(
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    key: str = Field(default="ca.crt", min_length=1, max_length=253,
+                     pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class ModelSource(_Strict):
     framework: Literal["sklearn", "xgboost"]
     version: str = Field(
@@ -84,6 +94,7 @@ class ModelSource(_Strict):
     uri: str = Field(min_length=1, max_length=2048)
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
     credentialsSecret: str | None = Field(default=None, max_length=253)
+    caBundle: CABundle | None = None
     allowUnsafeLoading: bool = False
 
     @field_validator("uri")
@@ -126,6 +137,8 @@ class Autoscaling(_Strict):
     targetCPUUtilizationPercentage: int = Field(default=70, ge=1, le=100)
     targetMemoryUtilizationPercentage: int = Field(default=80, ge=1, le=100)
     targetLatencyMilliseconds: int | None = Field(default=None, ge=1, le=60000)
+    # Kubernetes' own default; a latency-bound service may want replicas back sooner.
+    scaleDownStabilizationSeconds: int = Field(default=300, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> Autoscaling:

@@ -96,6 +96,7 @@ def fetch(
     sha256: str | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     timeout: float = 60.0,
+    ca_bundle: Path | str | None = None,
 ) -> Path:
     """Fetch `uri` into `dest/name` and return that folder. Raises FetchError subclasses."""
     _validate(name, framework, version, sha256)
@@ -107,7 +108,8 @@ def fetch(
         folder.mkdir()
         downloads = work / "download"
         downloads.mkdir()
-        src = open_source(uri, downloads, max_bytes=max_bytes, timeout=timeout)
+        src = open_source(uri, downloads, max_bytes=max_bytes, timeout=timeout,
+                          ca_bundle=Path(ca_bundle) if ca_bundle else None)
         bare = _assemble(src, work, folder, framework, max_bytes)
         metadata = read_metadata(folder)
         if metadata is None and not bare:
@@ -152,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help=f"size cap for downloads and unpacked files (default {DEFAULT_MAX_BYTES})")
     p.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout in seconds")
+    p.add_argument("--ca-bundle", type=Path, default=os.environ.get("FETCH_CA_BUNDLE") or None,
+                   help="PEM file of extra CAs to trust for https:// and s3:// besides the "
+                   "public roots (default: $FETCH_CA_BUNDLE)")
     return p
 
 
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = fetch(
             args.uri, args.dest, args.name, framework=args.framework, version=args.version,
             sha256=args.sha256, max_bytes=args.max_bytes, timeout=args.timeout,
+            ca_bundle=args.ca_bundle,
         )
     except FetchError as exc:
         print(f"fetch: error: {exc}", file=sys.stderr)

@@ -4,16 +4,23 @@
 here), for remote ones a file downloaded into `workdir` under the URI's own file name
 (its extension tells an archive from a bare artifact). Downloads are capped in size and
 retried a few times on connection errors and 5xx.
+
+TLS trusts the public roots plus, when given, a private CA bundle (PEM): most internal
+model stores are signed by a company CA, and replacing the public roots with it (what
+SSL_CERT_FILE does) would break a store behind a public certificate in the same cluster.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
+import certifi
 import httpx
 
 from .errors import SourceError, UnsafeArchiveError
@@ -50,10 +57,34 @@ def _check_declared_size(size: int | None, max_bytes: int, uri: str) -> None:
         )
 
 
-def _fetch_http(uri: str, workdir: Path, max_bytes: int, timeout: float) -> Path:
+def trust_bundle(ca_bundle: Path, workdir: Path) -> Path:
+    """A PEM file in `workdir` holding the public roots and the CAs in `ca_bundle`."""
+    try:
+        extra = ca_bundle.read_bytes()
+    except OSError as exc:
+        raise SourceError(
+            f"CA bundle {ca_bundle}: {exc.strerror or exc} (for an MLModel: does the ConfigMap "
+            "named in spec.model.caBundle exist and hold that key?)"
+        ) from exc
+    try:  # refuse a bundle that is not PEM now, not as a confusing TLS error later
+        ssl.create_default_context().load_verify_locations(cadata=extra.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        raise SourceError(f"CA bundle {ca_bundle}: not a PEM certificate bundle ({exc})") from exc
+    fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=workdir)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(Path(certifi.where()).read_bytes() + b"\n" + extra)
+    return Path(name)
+
+
+def _fetch_http(
+    uri: str, workdir: Path, max_bytes: int, timeout: float, trust: Path | None
+) -> Path:
     target = workdir / _file_name(urlsplit(uri).path, uri)
     last: str = ""
-    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(trust)) if trust else True
+    )
+    with httpx.Client(timeout=timeout, follow_redirects=True, verify=verify) as client:
         for attempt in range(HTTP_ATTEMPTS):
             if attempt:
                 time.sleep(0.5 * 2 ** (attempt - 1))
@@ -72,13 +103,13 @@ def _fetch_http(uri: str, workdir: Path, max_bytes: int, timeout: float) -> Path
                 last = f"{type(exc).__name__}: {exc}"
                 if "CERTIFICATE_VERIFY_FAILED" in last:  # not transient: do not retry
                     raise SourceError(
-                        f"{uri}: TLS certificate not trusted ({exc}); for a private CA set "
-                        "SSL_CERT_FILE to its PEM bundle"
+                        f"{uri}: TLS certificate not trusted ({exc}); for a private CA give "
+                        "its PEM bundle (spec.model.caBundle on an MLModel, --ca-bundle here)"
                     ) from exc
     raise SourceError(f"{uri}: download failed after {HTTP_ATTEMPTS} attempts ({last})")
 
 
-def _fetch_s3(uri: str, workdir: Path, max_bytes: int) -> Path:
+def _fetch_s3(uri: str, workdir: Path, max_bytes: int, trust: Path | None) -> Path:
     parts = urlsplit(uri)
     bucket, key = parts.netloc, parts.path.lstrip("/")
     if not bucket or not key:
@@ -96,6 +127,7 @@ def _fetch_s3(uri: str, workdir: Path, max_bytes: int) -> Path:
         "s3",
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
         region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
+        verify=str(trust) if trust else None,
     )
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
@@ -113,13 +145,24 @@ def _fetch_s3(uri: str, workdir: Path, max_bytes: int) -> Path:
     return target
 
 
-def open_source(uri: str, workdir: Path, *, max_bytes: int, timeout: float = 60.0) -> Path:
-    """Resolve `uri` to a local file or folder (downloading into `workdir` if remote)."""
+def open_source(
+    uri: str,
+    workdir: Path,
+    *,
+    max_bytes: int,
+    timeout: float = 60.0,
+    ca_bundle: Path | None = None,
+) -> Path:
+    """Resolve `uri` to a local file or folder (downloading into `workdir` if remote).
+
+    `ca_bundle`: extra CAs (PEM) trusted for https:// and s3:// besides the public roots.
+    """
     scheme = urlsplit(uri).scheme.lower()
-    if scheme in ("http", "https"):
-        return _fetch_http(uri, workdir, max_bytes, timeout)
-    if scheme == "s3":
-        return _fetch_s3(uri, workdir, max_bytes)
+    if scheme in ("http", "https", "s3"):
+        trust = trust_bundle(ca_bundle, workdir) if ca_bundle else None
+        if scheme == "s3":
+            return _fetch_s3(uri, workdir, max_bytes, trust)
+        return _fetch_http(uri, workdir, max_bytes, timeout, trust)
     if scheme == "file":
         parts = urlsplit(uri)
         if parts.netloc not in ("", "localhost"):

@@ -219,6 +219,28 @@ def test_s3_uri_goes_to_fetch_as_is_with_credentials_only_there():
     assert all(v["name"] != "model-source" for v in pod(dep)["volumes"])
 
 
+@pytest.mark.parametrize("ca, path", [
+    ({"configMap": "internal-ca"}, "/etc/n1v1/ca-bundle/ca.crt"),
+    ({"configMap": "internal-ca", "key": "bundle.pem"}, "/etc/n1v1/ca-bundle/bundle.pem"),
+])
+def test_ca_bundle_reaches_the_fetch_step_only(ca, path):
+    dep = deployment(model={"uri": "https://store.internal/m.tar.gz", "caBundle": ca})
+    assert fetch(dep)["env"] == [{"name": "FETCH_CA_BUNDLE", "value": path}]
+    assert {"name": "ca-bundle", "mountPath": "/etc/n1v1/ca-bundle", "readOnly": True} in fetch(
+        dep)["volumeMounts"]
+    # optional: a missing ConfigMap fails the fetch with a message, not the volume mount
+    assert {"name": "ca-bundle", "configMap": {"name": "internal-ca", "optional": True}} in pod(
+        dep)["volumes"]
+    assert "FETCH_CA_BUNDLE" not in env(runtime(dep))
+    assert all(m["name"] != "ca-bundle" for m in runtime(dep)["volumeMounts"])
+
+
+def test_no_ca_bundle_no_volume():
+    dep = deployment()
+    assert "env" not in fetch(dep)
+    assert all(v["name"] != "ca-bundle" for v in pod(dep)["volumes"])
+
+
 def test_allow_unsafe_loading():
     assert (
         env(runtime(deployment(model={"allowUnsafeLoading": True})))["ALLOW_UNSAFE_LOADING"]
@@ -302,6 +324,7 @@ def test_autoscaling_leaves_replicas_to_the_hpa():
         "name": "fraud",
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 300}}
     assert hpa["spec"]["metrics"] == [
         {
             "type": "Resource",
@@ -318,6 +341,12 @@ def test_autoscaling_leaves_replicas_to_the_hpa():
             },
         },
     ]
+
+
+def test_scale_down_stabilization_follows_the_spec():
+    s = spec(serving={"autoscaling": {"enabled": True, "scaleDownStabilizationSeconds": 20}})
+    assert builders.build_hpa(OWNER, s)["spec"]["behavior"] == {
+        "scaleDown": {"stabilizationWindowSeconds": 20}}
 
 
 def test_latency_target_adds_the_pods_metric():

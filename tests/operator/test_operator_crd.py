@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,9 @@ def test_names_match_the_shared_contract():
 
 
 def test_every_crd_default_is_the_typed_default():
-    minimal = {"model": {"framework": "sklearn", "version": "1", "uri": "https://h/m"}}
+    # Optional objects are given (with only their required keys) so their defaults count.
+    minimal = {"model": {"framework": "sklearn", "version": "1", "uri": "https://h/m",
+                         "caBundle": {"configMap": "ca"}}}
     parsed = parse_spec(minimal).model_dump(by_alias=True)
     defaults = _defaults(SCHEMA["properties"]["spec"])
     assert len(defaults) >= 12
@@ -56,8 +60,15 @@ def test_every_typed_field_is_in_the_schema():
             key = field.alias or name
             assert key in props, f"{path}.{key} missing from the CRD"
             ann = field.annotation
+            sub = props[key]
+            # An optional sub-object (X | None) is walked like a required one, a list's items
+            # like an object.
+            if typing.get_origin(ann) in (typing.Union, types.UnionType):
+                (ann,) = [a for a in typing.get_args(ann) if a is not type(None)]
+            if typing.get_origin(ann) is list:
+                (ann,), sub = typing.get_args(ann), sub["items"]
             if isinstance(ann, type) and hasattr(ann, "model_fields"):
-                walk(ann, props[key], f"{path}.{key}")
+                walk(ann, sub, f"{path}.{key}")
 
     walk(MLModelSpec, SCHEMA["properties"]["spec"], "spec")
 

@@ -29,6 +29,8 @@ def test_defaults_match_the_documented_ones():
     assert s.serving.autoscaling.targetCPUUtilizationPercentage == 70
     assert s.serving.autoscaling.targetMemoryUtilizationPercentage == 80
     assert s.serving.autoscaling.targetLatencyMilliseconds is None
+    assert s.serving.autoscaling.scaleDownStabilizationSeconds == 300
+    assert s.model.caBundle is None
     assert s.serving.resources.effective() == (
         {"cpu": "500m", "memory": "512Mi"},
         {"memory": "1Gi"},
@@ -52,6 +54,20 @@ def test_defaults_match_the_documented_ones():
         (spec_with(model={"sha256": "ABC"}), "spec.model.sha256"),
         (spec_with(model={"sha256": "a" * 63}), "spec.model.sha256"),
         (spec_with(model={"version": ""}), "spec.model.version"),
+        (spec_with(model={"caBundle": {}}), "spec.model.caBundle.configMap"),
+        (spec_with(model={"caBundle": {"configMap": "Bad_Name"}}), "spec.model.caBundle.configMap"),
+        (spec_with(model={"caBundle": {"configMap": "ca", "key": "../x"}}),
+         "spec.model.caBundle.key"),
+        (spec_with(model={"caBundle": {"configMap": "ca", "keys": "x"}}),
+         "spec.model.caBundle.keys"),
+        (
+            spec_with(serving={"autoscaling": {"scaleDownStabilizationSeconds": -1}}),
+            "spec.serving.autoscaling.scaleDownStabilizationSeconds",
+        ),
+        (
+            spec_with(serving={"autoscaling": {"scaleDownStabilizationSeconds": 3601}}),
+            "spec.serving.autoscaling.scaleDownStabilizationSeconds",
+        ),
         (spec_with(serving={"replicas": -1}), "spec.serving.replicas"),
         (spec_with(serving={"replicas": 101}), "spec.serving.replicas"),
         (

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from serving_runtime.fetch import main
+from tests.runtime.tls_support import self_signed, server_context
 
 
 @pytest.fixture(scope="module")
@@ -115,64 +116,84 @@ def test_connection_refused_is_a_clear_source_error(tmp_path, capsys):
     assert "download failed after 3 attempts (ConnectError" in capsys.readouterr().err
 
 
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, its own CA (a private model store's setup)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def test_https_with_private_ca(site, tmp_path, monkeypatch, capsys):
-    import ssl
-
+@pytest.fixture
+def https_site(site: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The site over HTTPS with a certificate from a private CA: (URL, CA's PEM)."""
     cert, key = self_signed(tmp_path)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                              partial(Quiet, directory=str(site)))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.socket = server_context(cert, key).wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/diabetes-7.tar.gz"
-    args = ["--uri", url, "--name", "diabetes", "--framework", "xgboost", "--version", "7"]
     try:
-        # Unknown CA: refused, never downloaded without verification.
-        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-        assert main([*args, "--dest", str(tmp_path / "a")]) == 3
-        err = capsys.readouterr().err
-        assert "TLS certificate not trusted" in err and "SSL_CERT_FILE" in err
-        # The standard SSL_CERT_FILE variable adds a private CA.
-        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-        assert main([*args, "--dest", str(tmp_path / "b")]) == 0
-        assert (tmp_path / "b" / "diabetes" / "model.ubj").read_bytes() == (
-            site / "diabetes.ubj").read_bytes()
+        yield f"https://127.0.0.1:{server.server_address[1]}/diabetes-7.tar.gz", cert
     finally:
         server.shutdown()
         server.server_close()
+
+
+def https_args(url: str) -> list[str]:
+    return ["--uri", url, "--name", "diabetes", "--framework", "xgboost", "--version", "7"]
+
+
+def test_https_unknown_ca_is_refused_and_says_how_to_trust_it(https_site, tmp_path,
+                                                               monkeypatch, capsys):
+    url, _ = https_site
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("FETCH_CA_BUNDLE", raising=False)
+    assert main([*https_args(url), "--dest", str(tmp_path / "a")]) == 3
+    err = capsys.readouterr().err
+    assert "TLS certificate not trusted" in err and "spec.model.caBundle" in err, err
+    assert list((tmp_path / "a").iterdir()) == []  # nothing downloaded without verification
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "SSL_CERT_FILE"])
+def test_https_with_private_ca(how, site, https_site, tmp_path, monkeypatch):
+    url, ca = https_site
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("FETCH_CA_BUNDLE", raising=False)
+    extra: list[str] = []
+    if how == "flag":
+        extra = ["--ca-bundle", str(ca)]
+    elif how == "env":  # what the operator sets from spec.model.caBundle
+        monkeypatch.setenv("FETCH_CA_BUNDLE", str(ca))
+    else:  # the standard variable (replaces the public roots) still works
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    assert main([*https_args(url), "--dest", str(tmp_path / "b"), *extra]) == 0
+    assert (tmp_path / "b" / "diabetes" / "model.ubj").read_bytes() == (
+        site / "diabetes.ubj").read_bytes()
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["diabetes"]  # no trust file left
+
+
+def test_ca_bundle_keeps_the_public_roots(tmp_path):
+    """A private CA is added to the public roots, not put in their place (a store behind a
+    public certificate keeps working beside one behind the company CA)."""
+    import certifi
+
+    from serving_runtime.fetch.sources import trust_bundle
+
+    ca, _ = self_signed(tmp_path)
+    merged = trust_bundle(ca, tmp_path).read_bytes()
+    assert merged.startswith(Path(certifi.where()).read_bytes()) and merged.endswith(
+        ca.read_bytes())
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "No such file or directory"),
+    (b"", "not a PEM certificate bundle"),
+    (b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+     "not a PEM certificate bundle"),
+    (b"\xff\xfe binary", "not a PEM certificate bundle"),
+])
+def test_bad_ca_bundle_is_a_clear_source_error(content, needle, https_site, tmp_path, capsys):
+    url, _ = https_site
+    bundle = tmp_path / "ca.crt"
+    if content is not None:
+        bundle.write_bytes(content)
+    assert main([*https_args(url), "--dest", str(tmp_path / "m"),
+                 "--ca-bundle", str(bundle)]) == 3
+    err = capsys.readouterr().err
+    assert f"CA bundle {bundle}" in err and needle in err, err
 
 
 def test_retries_a_flaky_origin(site, tmp_path):
