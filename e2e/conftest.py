@@ -11,6 +11,8 @@ Fixtures (see e2e/cluster/README.md for examples):
 - ``run_operator`` (function): factory ``run_operator(namespace, **settings) -> OperatorProcess``
   starting ``python -m mlmodel_operator`` watching that namespace; logs are printed at
   teardown (pytest shows them when the test fails); every process is stopped afterwards.
+- ``mlmodels`` (function): :class:`e2e.mlmodels.MLModels` in ``namespace``, acting as the
+  admin; ``base_mlmodel`` (function): ``base_mlmodel(name, model={...}, ...) -> dict``.
 - ``sa_kubeconfig`` (function): factory ``sa_kubeconfig(namespace, name) -> Path``, a
   kubeconfig acting as that ServiceAccount (created if missing).
 """
@@ -32,6 +34,7 @@ from e2e.helpers import (
     serviceaccount_kubeconfig,
     unique_name,
 )
+from e2e.mlmodels import MLModels, base_mlmodel
 from e2e.operator_process import OperatorProcess
 
 # Every namespace the suite creates carries this label, so leftovers are easy to find:
@@ -151,3 +154,17 @@ def run_operator(
         op.stop()
         # Printed at teardown: pytest shows it under "Captured stdout teardown" on failure.
         print(f"----- operator log ({op.log_path.name}) -----\n{op.logs()[-20000:]}")
+
+
+@pytest.fixture(name="base_mlmodel")
+def base_mlmodel_fixture() -> Callable[..., dict]:
+    """``base_mlmodel(name, model={...}, serving={...}, alerting={...}) -> dict``."""
+    return base_mlmodel
+
+
+@pytest.fixture
+def mlmodels(operator_kubeconfig: Path, kubeconfig: Path, k8s: ApiClients,
+             namespace: str) -> MLModels:
+    """Acts as the admin (a user), never with the operator's credentials."""
+    del operator_kubeconfig  # only needed for its side effect: the CRD is installed
+    return MLModels(kubeconfig, k8s, namespace)

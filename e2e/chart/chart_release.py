@@ -1,6 +1,6 @@
 """Install the chart on the cluster under test and run the operator as its ServiceAccount.
 
-Used by e2e/chart/ and by e2e/operator/conftest.py's ``operator_kubeconfig`` fixture, so the
+Used by e2e/chart/ and by e2e/conftest.py's ``operator_kubeconfig`` fixture, so the
 operator's own scenarios run with exactly the RBAC the chart grants.
 
 The operator pod the chart creates runs on a kwok node, which fakes it (nothing executes);

@@ -132,6 +132,8 @@ start() { # component binary args...
   setsid "$bin" "$@" >>"$LOGS/$c.log" 2>&1 </dev/null &
   local pid=$! i rc
   echo "$pid" >"$PIDS/$c.pid"
+  # The exact command, so e2e/cluster/restart can bring a component back as it was.
+  printf '%q ' "$bin" "$@" >"$PIDS/$c.cmd"
   # Until the forked shell has exec'd the binary its cmdline is the shell's, which live_pid
   # does not recognise; on a loaded machine that took seconds. So "alive" here is the
   # process existing, and a death is reported with its exit status (from wait: the binary
@@ -165,6 +167,15 @@ stop_component() { # component
     [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$PIDS/$1.pid"
+}
+
+# Health check of one control-plane component, for restart (and anyone waiting on one).
+component_ready() { # component
+  case "$1" in
+    etcd) curl -sf "http://127.0.0.1:$ETCD_PORT/health" ;;
+    kube-apiserver) apiserver_ready ;;
+    *) live_pid "$1" ;;
+  esac
 }
 
 # shellcheck source=node.sh

@@ -63,6 +63,9 @@ def _run(namespace: str, name: str, trigger: str, *, coalesce: bool = False) -> 
     )
 
 
+WATCH_CLIENT_MARGIN_SECONDS = 15
+
+
 @kopf.on.startup()
 def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Keep kopf's bookkeeping out of .status (the operator writes status itself) and under
@@ -74,7 +77,13 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
     # Only problems become kopf's own Events; ours say what was done.
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
+    # The API server ends each watch after server_timeout; a stream that goes silent without
+    # closing (a dead proxy, a half-open TCP connection) is dropped by the client a little
+    # later and re-established, so no change waits longer than about that.
+    watch = STATE.settings.watch_timeout_seconds
+    settings.watching.server_timeout = watch
+    settings.watching.client_timeout = watch + WATCH_CLIENT_MARGIN_SECONDS
+    settings.watching.connect_timeout = 10
     if STATE.settings.namespace_list():
         # Exact namespace names: kopf's namespace (and CRD) scanning would only add a
         # cluster-wide list/watch the operator does not need; __main__ checks at start that

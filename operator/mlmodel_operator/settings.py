@@ -23,6 +23,10 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         default=60.0, gt=0, description="level-triggered full reconcile period"
     )
+    watch_timeout_seconds: int = Field(
+        default=60, ge=5, le=3600,
+        description="each watch is renewed after this long; a silent one is dropped 15 s later",
+    )
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]

@@ -15,6 +15,7 @@ def test_defaults_are_the_contract(monkeypatch):
         "METRICS_PORT",
         "LOG_LEVEL",
         "RESYNC_SECONDS",
+        "WATCH_TIMEOUT_SECONDS",
     ):
         monkeypatch.delenv(f"OPERATOR_{k}", raising=False)
     s = load_settings([])
@@ -26,6 +27,7 @@ def test_defaults_are_the_contract(monkeypatch):
         metrics_port=9090,
         log_level="info",
         resync_seconds=60.0,
+        watch_timeout_seconds=60,
     )
     assert s.namespace_list() == []
 

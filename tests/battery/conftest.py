@@ -1,0 +1,22 @@
+"""The reliability battery: hostile inputs, hostile files, slow and many clients, shutdown.
+
+Each test prints its figures (inputs tried, 5xx seen, code executions, accepted/failed).
+By default every part is bounded to keep `make test` a few minutes; N1V1_SOAK=1 runs the
+longer soak (more examples, more connections, longer loads).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def soak_enabled() -> bool:
+    return os.environ.get("N1V1_SOAK", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def soak() -> bool:
+    """True under N1V1_SOAK=1: scale the battery's counts and durations up."""
+    return soak_enabled()
