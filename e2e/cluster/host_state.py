@@ -36,15 +36,25 @@ def _run(*cmd: str) -> str:
         return ""
 
 
+_BUILTIN_ACCEPT = re.compile(r"^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT$")
+
+
 def _iptables(binary: str) -> list[str]:
-    lines = []
+    """Rules and chains as "<table> <line>". A table's built-in chains at their default
+    ACCEPT policy are left out: a table appears (with them) once anything touches it, and
+    the kernel keeps it loaded; without rules it changes nothing. A changed policy still
+    shows, as the old policy line missing."""
+    lines, table = [], ""
     for line in _run(f"{binary}-save").splitlines():
         if line.startswith("#") or line == "COMMIT":
             continue
         line = _COUNTERS.sub("", line).strip()
         if line.startswith("*"):
-            continue  # an empty table appears just by being listed
-        lines.append(line)
+            table = line[1:]
+            continue
+        if _BUILTIN_ACCEPT.match(line):
+            continue
+        lines.append(f"{table} {line}")
     return sorted(lines)
 
 
