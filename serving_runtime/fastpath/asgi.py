@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serving_runtime.http_body import read_asgi_body, send_json
+from serving_runtime.inference import accepted_correlation_id, new_correlation_id
 from serving_runtime.lifecycle import LIFECYCLE
 from serving_runtime.settings import Settings
 
@@ -40,6 +41,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # backlog.
 SHED_LAG_S = Settings.model_fields["shed_lag_ms"].default / 1000.0
 _PROBE_S = 0.005
+_IDLE_PROBE_S = 0.1
 SHED_MIN_ARRIVALS = 4
 _PROBES_LATE = 3
 _V2_PREFIX = "/v2/models/"
@@ -76,10 +78,14 @@ class HotPathApp:
         loop = asyncio.get_running_loop()
         recent = [0.0] * _PROBES_LATE
         while True:
+            # Idle (no hot request since the last probe): probe 20x less often, so an idle
+            # pod costs almost no CPU (200 wake-ups a second held a 100m-CPU pod at 18%,
+            # above a CPU autoscaling target). Lateness is measured against the sleep asked.
+            pause = _PROBE_S if self._arrivals or self.recent_arrivals else _IDLE_PROBE_S
             t0 = loop.time()
-            await asyncio.sleep(_PROBE_S)
+            await asyncio.sleep(pause)
             recent.pop(0)
-            recent.append(max(0.0, loop.time() - t0 - _PROBE_S))
+            recent.append(max(0.0, loop.time() - t0 - pause))
             # several late probes in a row: one alone is often the OS scheduling another
             # process (this machine is shared), not a backlog of requests
             self.lag = min(recent)
@@ -145,6 +151,8 @@ class HotPathApp:
 
     async def _shed(self, send: Send, cid: str | None, *, v2: bool) -> None:
         self.shed_total += 1
+        # the request's id only if it follows the rule (never echo a hostile header)
+        cid = accepted_correlation_id(cid) or new_correlation_id()
         msg = (f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); "
                f"retry after 1 s")
         doc: dict[str, Any] = {"error": msg} if v2 else {"detail": msg, "correlation_id": cid}
