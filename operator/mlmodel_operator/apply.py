@@ -73,6 +73,10 @@ class NotOwnedError(RuntimeError):
     """A child's name is taken by an object this MLModel does not control."""
 
 
+class PredecessorChildError(RuntimeError):
+    """A child left by a deleted MLModel of the same name is still being deleted (retry)."""
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # created | updated | unchanged
@@ -90,6 +94,24 @@ def controlled_by(obj: dict[str, Any], uid: str) -> bool:
         r.get("uid") == uid and r.get("controller")
         for r in obj.get("metadata", {}).get("ownerReferences", []) or []
     )
+
+
+def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
+    refs = obj.get("metadata", {}).get("ownerReferences", []) or []
+    return next((r for r in refs if r.get("controller")), None)
+
+
+def left_by_predecessor(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    """True when `live` is controlled by an earlier MLModel of the same name (deleted, then
+    created again): its garbage collection is pending, and it is ours to replace. Names are
+    unique in a namespace, so a controller of the same kind and name but another uid no
+    longer exists."""
+    old, new = _controller(live), _controller(manifest)
+    if not old or not new or old.get("uid") == new.get("uid"):
+        return False
+    group = lambda ref: str(ref.get("apiVersion", "")).split("/")[0]  # noqa: E731
+    return (old.get("kind"), old.get("name"), group(old)) == (
+        new.get("kind"), new.get("name"), group(new))
 
 
 class Kube:
@@ -141,6 +163,19 @@ class Kube:
         meta = manifest["metadata"]
         path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         live = self.get(path)
+        if live is not None and left_by_predecessor(live, manifest):
+            # Deleted and re-created faster than the garbage collector (or while it was
+            # catching up after an API server restart): remove the old child now instead
+            # of refusing until the collector gets to it.
+            self._delete_exact(path, live)
+            log.info("deleted %s %s/%s left by a deleted MLModel of the same name",
+                     manifest["kind"], meta["namespace"], meta["name"])
+            live = self.get(path)
+            if live is not None:
+                raise PredecessorChildError(
+                    f"{manifest['kind']} {meta['namespace']}/{meta['name']} of a deleted "
+                    "MLModel of the same name is still being deleted"
+                )
         if live is not None and not controlled_by(live, owner_uid):
             raise NotOwnedError(
                 f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
@@ -187,6 +222,10 @@ class Kube:
         live = self.get(path)
         if live is None or not controlled_by(live, owner_uid):
             return False
+        return self._delete_exact(path, live)
+
+    def _delete_exact(self, path: str, live: dict[str, Any]) -> bool:
+        """Delete exactly `live` (never a same-named newcomer); False if already gone."""
         try:
             self.request(
                 "DELETE",
@@ -195,7 +234,6 @@ class Kube:
                     "kind": "DeleteOptions",
                     "apiVersion": "v1",
                     "propagationPolicy": "Background",
-                    # Only the object we looked at, never a same-named newcomer.
                     "preconditions": {"uid": live["metadata"]["uid"]},
                 },
             )

@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from . import builders, metrics
-from .apply import Kube, NotOwnedError
+from .apply import Kube, NotOwnedError, PredecessorChildError
 from .spec import SpecError, check_name, parse_spec
 from .status import READY, Observed, compute_status, status_differs
 
@@ -112,7 +112,7 @@ def _reconcile(
 
     try:
         dep, alert_rules = _apply_children(kube, body, owner, spec, runtime_image)
-    except (ApiException, NotOwnedError) as exc:
+    except (ApiException, NotOwnedError, PredecessorChildError) as exc:
         msg = _describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
         reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
         metrics.ERRORS.labels(reason).inc()
@@ -123,20 +123,28 @@ def _reconcile(
             log.exception("could not write status of %s/%s", namespace, name)
         raise ReconcileError(f"{namespace}/{name}: {msg}") from exc
 
-    return _write_status(
-        kube,
-        body,
-        Observed(
-            name,
-            namespace,
-            generation,
-            spec.model.version,
-            dep,
-            previous,
-            alert_rules=alert_rules,
-            pods=_read_pods(kube, namespace, name),
-        ),
-    )
+    try:
+        return _write_status(
+            kube,
+            body,
+            Observed(
+                name,
+                namespace,
+                generation,
+                spec.model.version,
+                dep,
+                previous,
+                alert_rules=alert_rules,
+                pods=_read_pods(kube, namespace, name),
+            ),
+        )
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        # Deleted while we applied: what was just created goes with it (ownerReferences).
+        _forget(namespace, name)
+        log.info("%s/%s was deleted during its reconcile", namespace, name)
+        return None
 
 
 def _read_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]] | None:

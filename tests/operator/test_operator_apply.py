@@ -1,10 +1,12 @@
-"""Pure helpers of apply.py: field ownership and the replicas hand-over to the HPA."""
+"""Pure helpers of apply.py: field ownership, the replicas hand-over to the HPA, children
+left by a deleted MLModel of the same name."""
 
 from __future__ import annotations
 
 from mlmodel_operator.apply import (
     FIELD_MANAGER,
     controlled_by,
+    left_by_predecessor,
     needs_replicas_handover,
     owns_field,
     path_for,
@@ -62,3 +64,20 @@ def test_controlled_by_and_paths():
         path_for("apps/v1", "Deployment", "ns", "d") == "/apis/apps/v1/namespaces/ns/deployments/d"
     )
     assert path_for("v1", "ConfigMap", "ns") == "/api/v1/namespaces/ns/configmaps"
+
+
+def _owned(uid: str, name: str = "fraud", kind: str = "MLModel",
+           api_version: str = "serving.n1v1.io/v1alpha1") -> dict:
+    return {"metadata": {"ownerReferences": [
+        {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True}]}}
+
+
+def test_a_child_of_a_deleted_same_named_mlmodel_is_ours_to_replace():
+    assert left_by_predecessor(_owned("old"), _owned("new"))
+    # another API version of the same group is the same MLModel kind
+    assert left_by_predecessor(_owned("old", api_version="serving.n1v1.io/v1"), _owned("new"))
+    assert not left_by_predecessor(_owned("new"), _owned("new"))  # our own child
+    assert not left_by_predecessor(_owned("old", name="other"), _owned("new"))
+    assert not left_by_predecessor(_owned("old", kind="Deployment"), _owned("new"))
+    assert not left_by_predecessor(_owned("old", api_version="example.com/v1"), _owned("new"))
+    assert not left_by_predecessor({"metadata": {}}, _owned("new"))  # a user's object

@@ -138,6 +138,22 @@ def test_a_failed_pod_list_only_costs_the_diagnosis():
     assert kube.status_writes
 
 
+def test_an_mlmodel_deleted_during_its_reconcile_is_not_an_error():
+    """The status write finds the MLModel gone (404): the reconcile ends quietly, as when
+    it is gone at the start, instead of failing a handler."""
+    kube = FakeKube([ready_pod()])
+
+    def gone(*_: Any) -> None:
+        raise ApiException(status=404, reason="Not Found")
+
+    kube.patch_status = gone  # type: ignore[method-assign]
+    assert run(kube) is None
+    kube.patch_status = lambda *_: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        ApiException(status=500, reason="boom"))
+    with pytest.raises(ApiException):
+        run(kube)
+
+
 def test_coalesced_reconciles_collapse_while_one_waits():
     kube = FakeKube([unschedulable_pod()])
     lock = rec._lock_for(OWNER.namespace, OWNER.name)
