@@ -26,9 +26,13 @@ ENV_OF_FLAG = {
     "fast_path": "FAST_PATH",
     "fast_path_check_rows": "FAST_PATH_CHECK_ROWS",
     "shed_lag_ms": "SHED_LAG_MS",
+    "header_timeout_seconds": "HEADER_TIMEOUT_SECONDS",
+    "body_timeout_seconds": "BODY_TIMEOUT_SECONDS",
+    "max_connections_per_worker": "MAX_CONNECTIONS_PER_WORKER",
     "drain_seconds": "DRAIN_SECONDS",
     "exit_on_load_failure": "EXIT_ON_LOAD_FAILURE",
     "termination_message_path": "TERMINATION_MESSAGE_PATH",
+    "max_artifact_bytes": "MAX_ARTIFACT_BYTES",
 }
 
 
@@ -60,6 +64,15 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--shed-lag-ms", type=float,
                    help="503 + Retry-After while the event loop is this late; 0 = never "
                    "(SHED_LAG_MS, default 50)")
+    p.add_argument("--header-timeout-seconds", type=float,
+                   help="408 and close when a request head takes longer "
+                   "(HEADER_TIMEOUT_SECONDS, default 10)")
+    p.add_argument("--body-timeout-seconds", type=float,
+                   help="408 and close when a body is not in this long after its head "
+                   "(BODY_TIMEOUT_SECONDS, default 30)")
+    p.add_argument("--max-connections-per-worker", type=int,
+                   help="beyond this many open connections a worker answers new ones 503 "
+                   "(MAX_CONNECTIONS_PER_WORKER, default 512)")
     p.add_argument("--drain-seconds", type=float,
                    help="after SIGTERM, answer (not ready, Connection: close) this long at "
                    "most before closing idle connections and exiting (DRAIN_SECONDS, 10)")
@@ -70,6 +83,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--termination-message-path",
                    help="file for that reason (TERMINATION_MESSAGE_PATH, "
                    "default /dev/termination-log)")
+    p.add_argument("--max-artifact-bytes", type=int,
+                   help="larger model artifacts are refused from their size, unread "
+                   "(MAX_ARTIFACT_BYTES, default 2147483648 = 2 GiB)")
     return p
 
 
@@ -80,7 +96,8 @@ def http_protocol() -> Any:
     if importlib.util.find_spec("httptools") is None:
         logging.getLogger("serving_runtime").warning(
             "httptools is not installed: serving with uvicorn's default HTTP protocol "
-            "(two writes per response, slower)")
+            "(two writes per response, slower; no HEADER_TIMEOUT_SECONDS, "
+            "BODY_TIMEOUT_SECONDS or MAX_CONNECTIONS_PER_WORKER)")
         return "auto"
     from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
 
@@ -110,7 +127,8 @@ def serve(argv: Sequence[str]) -> int:
 
         # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/fastpath)
         return server.run_single(with_hot_path(create_app(settings)),
-                                 drain_seconds=settings.drain_seconds, **common)
+                                 drain_seconds=settings.drain_seconds, settings=settings,
+                                 **common)
     if "inference_threads" not in overrides and "INFERENCE_THREADS" not in os.environ:
         # the CPUs are shared by the worker processes: no oversubscription by default
         from serving_runtime.settings import available_cpus

@@ -7,6 +7,31 @@ the remote mode reconstructs from a status code.
 
 from __future__ import annotations
 
+# Client-supplied names (model, feature, input and output names) are echoed in messages
+# at most this long: a 1 MB key must not come back as a 1 MB error.
+ECHO_MAX_CHARS = 100
+
+
+def echo(value: object, limit: int = ECHO_MAX_CHARS) -> str:
+    """`value` as message text: shortened to `limit` characters (the length said), with any
+    character UTF-8 cannot encode (a lone UTF-16 surrogate) written as an escape, so that
+    the message can always be sent as JSON."""
+    text = value if type(value) is str else repr(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return encodable(text)
+
+
+def encodable(text: str) -> str:
+    """`text` with the characters UTF-8 cannot encode (lone surrogates) escaped."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
 
 class ServingError(Exception):
     """Base class: `status_code` is the HTTP status, `message` names the problem."""
@@ -30,7 +55,7 @@ class ModelNotFoundError(ServingError):
     status_code = 404
 
     def __init__(self, model_name: str) -> None:
-        super().__init__(f"Model {model_name} not found")
+        super().__init__(f"Model {echo(model_name)} not found")
         self.model_name = model_name
 
 
@@ -40,7 +65,7 @@ class ModelNotReadyError(ServingError):
     status_code = 503
 
     def __init__(self, model_name: str) -> None:
-        super().__init__(f"Model {model_name} is not ready yet (loading)")
+        super().__init__(f"Model {echo(model_name)} is not ready yet (loading)")
         self.model_name = model_name
 
 

@@ -2,7 +2,9 @@
 
 `POST /predict`, `/predict/batch` and `/v2/models/{name}/infer` are answered by the
 methods of `HotHandlers`: each takes a body reader and the X-Correlation-ID header and
-returns a `Reply` (status, JSON-ready content, correlation id for the response header).
+returns a `Reply` (status, JSON-ready content, correlation id for the response header:
+always one that follows the correlation id rule — the request's if it does, else a fresh
+one — so a hostile header is never echoed).
 Two callers share them, so validation, messages, metrics and wire format are the same:
 the FastAPI routes (`app.py`, used by the docs, TestClient and any other path) and the
 hot-path ASGI layer (`fastpath/asgi.py`), which reads the body and writes the response
@@ -19,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serving_runtime.errors import ModelNotFoundError, ServingError
+from serving_runtime.errors import ModelNotFoundError, ServingError, encodable
 from serving_runtime.inference import (
+    accepted_correlation_id,
     infer_v2,
     model_name_of,
     new_correlation_id,
@@ -29,6 +32,7 @@ from serving_runtime.inference import (
     prepare_predict,
     run_batch,
     run_predict,
+    valid_correlation_id,
 )
 from serving_runtime.logs import correlation_id_var
 from serving_runtime.metrics import UNKNOWN_MODEL, RuntimeMetrics
@@ -52,9 +56,10 @@ class Reply:
 
 
 def _body_cid(body: Any) -> str | None:
+    """The body's correlation_id for an error answer, only if it follows the rule."""
     if type(body) is dict:
         cid = body.get("correlation_id")
-        if type(cid) is str and cid:
+        if valid_correlation_id(cid):
             return cid
     return None
 
@@ -70,10 +75,17 @@ class HotHandlers:
 
     @staticmethod
     def native_error(exc: ServingError, cid: str) -> Reply:
+        # messages echo request text: made encodable, so the answer is always valid JSON
+        message = encodable(exc.message)
         if log.isEnabledFor(logging.DEBUG):
             correlation_id_var.set(cid)
-            log.debug("request refused", extra={"status": exc.status_code, "error": exc.message})
-        return Reply(exc.status_code, {"detail": exc.message, "correlation_id": cid}, cid)
+            log.debug("request refused", extra={"status": exc.status_code, "error": message})
+        return Reply(exc.status_code, {"detail": message, "correlation_id": cid}, cid)
+
+    @staticmethod
+    def v2_error(exc: ServingError, cid: str) -> Reply:
+        """The V2 protocol's error body (`{"error"}`); the id goes in the header."""
+        return Reply(exc.status_code, {"error": encodable(exc.message)}, cid)
 
     @staticmethod
     def _log_internal(what: str, cid: str) -> None:
@@ -91,6 +103,7 @@ class HotHandlers:
 
     async def predict(self, read: BodyReader, header_cid: str | None) -> Reply:
         started = time.perf_counter()
+        header_cid = accepted_correlation_id(header_cid)
         metrics = self.metrics
         metrics.in_flight.inc()
         name = UNKNOWN_MODEL
@@ -121,7 +134,7 @@ class HotHandlers:
     async def predict_batch(self, read: BodyReader, header_cid: str | None) -> Reply:
         started = time.perf_counter()
         metrics = self.metrics
-        cid = header_cid or new_correlation_id()
+        cid = accepted_correlation_id(header_cid) or new_correlation_id()
         metrics.in_flight.inc()
         try:
             body = parse_json(await read())
@@ -161,6 +174,7 @@ class HotHandlers:
     async def v2_infer(self, read: BodyReader, header_cid: str | None, name: str,
                        version: str | None = None) -> Reply:
         started = time.perf_counter()
+        header_cid = accepted_correlation_id(header_cid)
         metrics = self.metrics
         metrics.in_flight.inc()
         label = UNKNOWN_MODEL
@@ -171,15 +185,18 @@ class HotHandlers:
             out = infer_v2(model, body, request_id=header_cid)
         except ServingError as exc:
             metrics.for_model(label).failed(exc.status_code).inc()
-            return Reply(exc.status_code, {"error": exc.message}, header_cid)
+            return self.v2_error(exc, header_cid or new_correlation_id())
         except Exception:
             metrics.for_model(label).server_error.inc()
             cid = header_cid or new_correlation_id()
-            self._log_internal(f"v2 inference with {name}", cid)
+            self._log_internal(f"v2 inference with {label}", cid)
             return Reply(500, {"error": f"internal error; correlation id {cid}"}, cid)
         finally:
             metrics.in_flight.dec()
         ok, _, _, latency = metrics.for_model(label)
         ok.inc()
         latency.observe(time.perf_counter() - started)
-        return Reply(200, out, header_cid or out["id"])
+        # the V2 id is free text: in the header only if it also follows the id rule
+        rid = out["id"]
+        return Reply(200, out, header_cid or (rid if valid_correlation_id(rid)
+                                              else new_correlation_id()))

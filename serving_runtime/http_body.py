@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from serving_runtime.errors import ClientDisconnectedError, PayloadTooLargeError
+from serving_runtime.inference import valid_correlation_id
 
 JSON = "application/json"
 _JSON_BYTES = JSON.encode()
@@ -53,14 +54,12 @@ async def read_asgi_body(receive: Receive, declared: str | bytes | None, limit: 
 
 
 def correlation_header(correlation_id: str | None) -> bytes | None:
-    """The X-Correlation-ID header value for `correlation_id`, or None when it cannot be
-    one (control characters or characters outside latin-1); the id stays in the body."""
-    if not correlation_id or not correlation_id.isprintable():
+    """The X-Correlation-ID header value for `correlation_id`, or None when it does not
+    follow the correlation id rule (serving_runtime.inference.CORRELATION_ID_RULE): only
+    such ids are ever echoed in a header."""
+    if correlation_id is None or not valid_correlation_id(correlation_id):
         return None
-    try:
-        return correlation_id.encode("latin-1")
-    except UnicodeEncodeError:
-        return None
+    return correlation_id.encode("ascii")
 
 
 def json_response(

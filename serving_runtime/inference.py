@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,19 +21,30 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving_runtime.errors import BadRequestError, InvalidInputError, ModelNotFoundError
+from serving_runtime.errors import BadRequestError, InvalidInputError, ModelNotFoundError, echo
 from serving_runtime.features import (
+    FLOAT32_MAX,
     NUMERIC_TYPES,
     check_feature_names,
     columns_to_matrix,
     finite_or_raise,
+    in_float32_range,
     name_list,
 )
 from serving_runtime.model_folder import LoadedModel
 
 _PREDICT_FIELDS = frozenset(("model_name", "features", "correlation_id"))
 _BATCH_FIELDS = frozenset(("requests", "batch_size"))
-MAX_CORRELATION_ID_LENGTH = 256
+# The correlation id rule: what may be echoed in the X-Correlation-ID response header
+# (and in a body's correlation_id). Anything else could break or forge a header line, or
+# blow up a log line; an id of this shape fits every tracing system's id.
+MAX_CORRELATION_ID_LENGTH = 128
+CORRELATION_ID_PATTERN = rf"[A-Za-z0-9._:-]{{1,{MAX_CORRELATION_ID_LENGTH}}}"
+_CORRELATION_ID_RE = re.compile(CORRELATION_ID_PATTERN)
+CORRELATION_ID_RULE = f"1 to {MAX_CORRELATION_ID_LENGTH} characters from A-Z a-z 0-9 . _ : -"
+# V2 request ids are the protocol's free text: echoed in the body (not in the header unless
+# they also fit the correlation id rule), so only bounded and printable.
+MAX_V2_ID_LENGTH = 256
 _first = itemgetter(0)
 
 
@@ -40,18 +52,58 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex
 
 
+def valid_correlation_id(value: Any) -> bool:
+    """True if `value` may be echoed as X-Correlation-ID (CORRELATION_ID_RULE)."""
+    return type(value) is str and _CORRELATION_ID_RE.fullmatch(value) is not None
+
+
+def accepted_correlation_id(value: str | None) -> str | None:
+    """A request's X-Correlation-ID if it follows the rule, else None: a rejected header
+    is not echoed anywhere, the answer carries a freshly generated id instead."""
+    return value if value is not None and _CORRELATION_ID_RE.fullmatch(value) else None
+
+
 def parse_json(raw: bytes) -> Any:
     """orjson first (fast); on failure the stdlib parser, which also reads the NaN /
     Infinity literals Python's json.dumps writes, so those get a 422 naming the feature
-    instead of a vague 400. Anything else unparseable is a 400."""
+    instead of a vague 400. Anything else unparseable is a 400 — including strings with a
+    lone UTF-16 surrogate escape (`"\\ud800"`), which orjson refuses and the stdlib
+    accepts: such a string is not Unicode text, could not be echoed back as JSON, and
+    means the sender's encoder is broken."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(raw)
+            doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
             # RecursionError: nesting deeper than either parser goes (orjson stops at 1024)
             raise BadRequestError(f"malformed JSON body: {exc}") from None
+        if _has_surrogate(doc):
+            raise BadRequestError(
+                f"malformed JSON body: {exc}; strings must be valid Unicode (a \\uD800-"
+                f"\\uDFFF escape needs its high/low pair)") from None
+        return doc
+
+
+def _has_surrogate(doc: Any) -> bool:
+    """Whether any string (key or value) of a parsed document holds a lone surrogate.
+    Only on the stdlib fallback path (NaN literals, big integers, surrogates)."""
+    stack = [doc]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is str:
+            if not x.isascii():
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    return True
+        elif t is dict:
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif t is list:
+            stack.extend(x)
+    return False
 
 
 def _require_object(body: Any, what: str) -> dict[str, Any]:
@@ -76,11 +128,10 @@ def _correlation_id(body: dict[str, Any], fallback: str | None) -> str:
     cid = body.get("correlation_id")
     if cid is None:
         return fallback or new_correlation_id()
-    if (type(cid) is not str or not 0 < len(cid) <= MAX_CORRELATION_ID_LENGTH
-            or not cid.isprintable()):
+    if not valid_correlation_id(cid):
         raise InvalidInputError(
-            f"'correlation_id' must be a non-empty string of at most "
-            f"{MAX_CORRELATION_ID_LENGTH} printable characters"
+            f"'correlation_id' must be a non-empty string of {CORRELATION_ID_RULE} (it is "
+            f"echoed in the X-Correlation-ID header); this answer carries a new id"
         )
     return cid
 
@@ -169,8 +220,10 @@ def predict_from_body(
     """A parsed /predict body -> the /predict response dict (see DESIGN.md's wire format).
 
     The caller has looked `model` up by `model_name_of(body)`. Raises InvalidInputError
-    (422) naming the offending fields/features."""
-    return run_predict(prepare_predict(model, body, correlation_id=correlation_id))
+    (422) naming the offending fields/features. `correlation_id` stands for the
+    X-Correlation-ID header: one outside the id rule is replaced, not refused, as there."""
+    return run_predict(prepare_predict(model, body,
+                                       correlation_id=accepted_correlation_id(correlation_id)))
 
 
 # --- /predict/batch --------------------------------------------------------------------
@@ -194,6 +247,7 @@ def prepare_batch(
     batch_size = body.get("batch_size")
     if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
         raise InvalidInputError("'batch_size' must be a positive integer")
+    correlation_id = accepted_correlation_id(correlation_id)  # as the server's header
     groups = _prepare_uniform(get_model, reqs, correlation_id)
     if groups is None:
         groups = group_requests(_prepare_each(get_model, reqs, correlation_id))
@@ -273,8 +327,7 @@ def _prepare_uniform(
             cids.append(None)
         elif size == 3:
             cid = req.get("correlation_id")
-            if (type(cid) is not str or not 0 < len(cid) <= MAX_CORRELATION_ID_LENGTH
-                    or not cid.isprintable()):
+            if not valid_correlation_id(cid):
                 return None
             cids.append(cid)
         else:
@@ -297,7 +350,7 @@ def _prepare_uniform(
         X = np.array(values, dtype=np.float64).reshape(len(reqs), n)
     except OverflowError:
         return None
-    if not np.isfinite(X).all():
+    if not in_float32_range(X):
         return None
     prefix = f"{correlation_id}-" if correlation_id else None
     ids = [cid or (f"{prefix}{i}" if prefix else new_correlation_id())
@@ -363,55 +416,144 @@ def predict_batch_from_body(
 
 V2_OUTPUT_PREDICT = "predict"
 V2_OUTPUT_PROBA = "predict_proba"
-_V2_NUMERIC = frozenset(
-    ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-     "FP16", "FP32", "FP64")
-)
+# The datatypes a tree model takes and the values each admits: integers within the type's
+# range (an integral JSON number such as 3.0 counts), BOOL true/false (as 0/1), floats
+# within the type's range. Whatever the datatype, the values then meet the float32 rule of
+# every feature value (serving_runtime.features). BYTES: no tree model here takes text.
+_V2_INT_RANGES = {
+    "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1), "INT8": (-(2**7), 2**7 - 1), "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1),
+}
+_V2_FLOAT_MAX: dict[str, float | None] = {"FP16": 65504.0, "FP32": FLOAT32_MAX, "FP64": None}
+_V2_SUPPORTED = frozenset(("BOOL", *_V2_INT_RANGES, *_V2_FLOAT_MAX))
+_V2_SUPPORTED_TEXT = "FP64, FP32, FP16, INT8..INT64, UINT8..UINT64 or BOOL"
 _V2_REQUEST_FIELDS = frozenset(("id", "parameters", "inputs", "outputs"))
+V2_MAX_DIMS = 8  # also bounds math.prod(shape): a million-dimension shape is not a tensor
+_INT_ONLY = frozenset((int,))
+_BOOL_ONLY = frozenset((bool,))
+_JSON_WORDS = {True: "true", False: "false", None: "null"}
 
 
-def _flatten(data: list[Any]) -> list[Any]:
-    """Row-major flatten of nested lists (V2 allows either), iteratively."""
+def _show(value: Any) -> str:
+    """A request value in a message, as JSON would spell the scalars, kept short."""
+    if type(value) is bool or value is None:
+        return _JSON_WORDS[value]
+    return echo(repr(value), 40)
+
+
+def _dims(data: Any) -> list[int]:
+    """The nesting of `data` along its first elements, for messages."""
+    dims = []
+    while type(data) is list:
+        dims.append(len(data))
+        data = data[0] if data else None
+    return dims
+
+
+def _v2_flat(name: str, shape: list[int], data: list[Any]) -> list[Any]:
+    """Row-major values of `data`, which V2 allows flat or nested; nested data must have
+    exactly the declared shape (a [1, 12] nesting is not a [2, 6] tensor)."""
     if not data or type(data[0]) is not list:
-        return data
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        for x in stack[-1]:
-            if type(x) is list:
-                stack.append(iter(x))
-                break
-            flat.append(x)
-        else:
-            stack.pop()
-    return flat
+        return data  # flat (a list further on is a non-numeric value, refused later)
+    level = [data]
+    for size in shape:
+        nxt: list[Any] = []
+        for x in level:
+            if type(x) is not list or len(x) != size:
+                raise InvalidInputError(
+                    f"input '{name}': data is nested as {_dims(data)} but shape is {shape}")
+            nxt.extend(x)
+        level = nxt
+    if list in set(map(type, level)):
+        raise InvalidInputError(f"input '{name}': data is nested deeper than shape {shape}")
+    return level
 
 
-def _v2_input(inp: Any, i: int) -> tuple[str, list[int], list[Any]]:
+def _v2_input(inp: Any, i: int) -> tuple[str, list[int], str, list[Any]]:
+    """(name, shape, datatype, flat values) of one request input, its structure checked:
+    the values themselves are checked against the datatype by `_v2_values`."""
     if type(inp) is not dict:
         raise InvalidInputError(f"inputs[{i}] must be an object with name, shape, datatype, data")
     name = inp.get("name")
     if type(name) is not str or not name:
         raise InvalidInputError(f"inputs[{i}]: 'name' must be a non-empty string")
+    shown = echo(name)
     shape = inp.get("shape")
-    if (type(shape) is not list or not shape
+    if (type(shape) is not list or not 0 < len(shape) <= V2_MAX_DIMS
             or not all(type(d) is int and d >= 0 for d in shape)):
-        raise InvalidInputError(f"input '{name}': 'shape' must be a list of non-negative integers")
-    datatype = inp.get("datatype")
-    if datatype not in _V2_NUMERIC:
         raise InvalidInputError(
-            f"input '{name}': datatype {datatype!r} is not supported; tabular models take "
-            f"numeric tensors (FP64, FP32, INT64, ...)"
+            f"input '{shown}': 'shape' must be a list of non-negative integers (1 to "
+            f"{V2_MAX_DIMS} dimensions)")
+    datatype = inp.get("datatype")
+    if type(datatype) is not str:
+        raise InvalidInputError(
+            f"input '{shown}': 'datatype' must be a string ({_V2_SUPPORTED_TEXT}), got "
+            f"{_show(datatype)}")
+    if datatype not in _V2_SUPPORTED:
+        raise InvalidInputError(
+            f"input '{shown}': datatype {echo(datatype, 40)!r} is not supported; tabular "
+            f"models take numeric tensors ({_V2_SUPPORTED_TEXT})"
         )
+    params = inp.get("parameters")
+    if params is not None and type(params) is not dict:
+        raise InvalidInputError(f"input '{shown}': 'parameters' must be an object")
     data = inp.get("data")
     if type(data) is not list:
-        raise InvalidInputError(f"input '{name}': 'data' must be a list")
-    flat = _flatten(data)
-    if len(flat) != math.prod(shape):
+        raise InvalidInputError(f"input '{shown}': 'data' must be a list")
+    flat = _v2_flat(shown, shape, data)
+    size = math.prod(shape)
+    if len(flat) != size:
         raise InvalidInputError(
-            f"input '{name}': shape {shape} needs {math.prod(shape)} values, data has {len(flat)}"
-        )
-    return name, shape, flat
+            f"input '{shown}': shape {shape} needs {size} values, data has {len(flat)}")
+    return name, shape, datatype, flat
+
+
+def _v2_values(name: str, datatype: str, flat: list[Any],
+               feature_of: Callable[[int], str]) -> list[Any]:
+    """`flat` checked against `datatype` (numbers for the matrix; BOOL as 0/1). Messages
+    name the input, the value, its index and (`feature_of(index)`) its feature."""
+    types = set(map(type, flat))
+    if datatype == "BOOL":
+        if not _BOOL_ONLY.issuperset(types):
+            k = next(k for k, v in enumerate(flat) if type(v) is not bool)
+            raise InvalidInputError(
+                f"input '{name}': datatype BOOL takes true/false; got {_show(flat[k])} at "
+                f"index {k}{feature_of(k)}")
+        return list(map(int, flat))
+    if datatype in _V2_INT_RANGES:
+        lo, hi = _V2_INT_RANGES[datatype]
+        if not _INT_ONLY.issuperset(types):
+            for k, v in enumerate(flat):
+                if type(v) is not int and not (
+                        type(v) is float and math.isfinite(v) and v.is_integer()):
+                    raise InvalidInputError(
+                        f"input '{name}': datatype {datatype} takes integers; got {_show(v)} "
+                        f"at index {k}{feature_of(k)}")
+        if flat and (min(flat) < lo or max(flat) > hi):
+            k, v = next((k, v) for k, v in enumerate(flat) if not lo <= v <= hi)
+            raise InvalidInputError(
+                f"input '{name}': value {_show(v)} at index {k}{feature_of(k)} is out of range "
+                f"for datatype {datatype} ({lo}..{hi})")
+        return flat
+    if not NUMERIC_TYPES.issuperset(types):
+        k, v = next((k, v) for k, v in enumerate(flat) if type(v) not in NUMERIC_TYPES)
+        raise InvalidInputError(
+            f"non-numeric values in input '{name}' (datatype {datatype} takes numbers; got "
+            f"{_show(v)} at index {k}{feature_of(k)})")
+    limit = _V2_FLOAT_MAX[datatype]
+    if limit is not None and flat:
+        try:
+            ok = np.abs(np.array(flat, dtype=np.float64)) <= limit  # NaN: False
+        except OverflowError:  # an integer beyond float64
+            ok = np.array([abs(v) <= limit for v in flat])
+        if not ok.all():
+            k = int(np.flatnonzero(~ok)[0])
+            raise InvalidInputError(
+                f"input '{name}': value {_show(flat[k])} at index {k}{feature_of(k)} is out "
+                f"of range for datatype {datatype} (a finite number of magnitude at most "
+                f"{limit!r})")
+    return flat
 
 
 def _v2_matrix(model: LoadedModel, inputs: Any) -> np.ndarray:
@@ -419,41 +561,42 @@ def _v2_matrix(model: LoadedModel, inputs: Any) -> np.ndarray:
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")
     parsed = [_v2_input(inp, i) for i, inp in enumerate(inputs)]
     n = model.n_features
-    expects = name_list(list(model.feature_names))
+    names = model.feature_names
+    expects = name_list(list(names))
     by_feature = len(parsed) > 1 or parsed[0][0] in model.feature_index and len(parsed[0][1]) == 1
     if not by_feature:
-        name, shape, flat = parsed[0]
+        name, shape, datatype, flat = parsed[0]
+        shown = echo(name)
         if len(shape) != 2 or shape[1] != n:
             raise InvalidInputError(
-                f"input '{name}' has shape {shape}; the model takes one input of shape "
+                f"input '{shown}' has shape {shape}; the model takes one input of shape "
                 f"[rows, {n}] with columns in this order: {expects}, or one input per feature "
                 f"named by feature name"
             )
         if shape[0] == 0:
-            raise InvalidInputError(f"empty input: input '{name}' has no rows")
-        if not NUMERIC_TYPES.issuperset(map(type, flat)):
-            raise InvalidInputError(f"non-numeric values in input '{name}'")
+            raise InvalidInputError(f"empty input: input '{shown}' has no rows")
+        flat = _v2_values(shown, datatype, flat, lambda k: f" (feature {echo(names[k % n])})")
         try:
             X = np.array(flat, dtype=np.float64).reshape(shape[0], n)
         except OverflowError:
             X = None
-        if X is None or not np.isfinite(X).all():
+        if X is None or not in_float32_range(X):
             cols = [flat[j::n] for j in range(n)]
-            finite_or_raise(None, cols, model.feature_names)
+            finite_or_raise(None, cols, names)
         return X
-    names = [p[0] for p in parsed]
-    if len(set(names)) != len(names):
+    got = [p[0] for p in parsed]
+    if len(set(got)) != len(got):
         raise InvalidInputError("duplicate input names")
-    check_feature_names(names, model.feature_names, model.feature_index, what="inputs")
+    check_feature_names(got, names, model.feature_index, what="inputs")
     columns: dict[str, list[Any]] = {}
-    for name, shape, flat in parsed:
+    for name, shape, datatype, flat in parsed:
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise InvalidInputError(
                 f"input '{name}' has shape {shape}; a per-feature input has shape [rows] or "
                 f"[rows, 1]"
             )
-        columns[name] = flat
-    return columns_to_matrix(columns, model.feature_names, model.feature_index)
+        columns[name] = _v2_values(name, datatype, flat, lambda k: "")
+    return columns_to_matrix(columns, names, model.feature_index)
 
 
 def _v2_tensor(name: str, arr: np.ndarray) -> dict[str, Any]:
@@ -486,8 +629,13 @@ def infer_v2(
     if extra:
         raise InvalidInputError(f"unknown fields in inference request: {name_list(extra)}")
     rid = body.get("id")
-    if rid is not None and type(rid) is not str:
-        raise InvalidInputError("'id' must be a string")
+    if rid is not None and (type(rid) is not str or len(rid) > MAX_V2_ID_LENGTH
+                            or not rid.isprintable()):
+        raise InvalidInputError(
+            f"'id' must be a string of at most {MAX_V2_ID_LENGTH} printable characters")
+    params = body.get("parameters")
+    if params is not None and type(params) is not dict:
+        raise InvalidInputError("'parameters' must be an object")
     wanted = [V2_OUTPUT_PREDICT]
     outputs = body.get("outputs")
     if outputs is not None:
@@ -495,6 +643,9 @@ def infer_v2(
             type(o) is dict and type(o.get("name")) is str for o in outputs
         ):
             raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
+        for k, o in enumerate(outputs):
+            if o.get("parameters") is not None and type(o["parameters"]) is not dict:
+                raise InvalidInputError(f"outputs[{k}]: 'parameters' must be an object")
         if outputs:
             wanted = [o["name"] for o in outputs]
     available = [V2_OUTPUT_PREDICT] + ([V2_OUTPUT_PROBA] if model.has_proba else [])

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from serving_runtime.errors import IntegrityError, InvalidInputError, ModelLoadE
 from serving_runtime.fastpath.accelerate import CHECK_ROWS, FastPathStatus, accelerate
 from serving_runtime.features import columns_to_matrix
 from serving_runtime.runtimes import ModelRuntime, runtime_class
+from serving_runtime.runtimes.native_errors import clean_native_error
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS
+from serving_runtime.runtimes.xgboost_check import MAX_FEATURES
 
 METADATA_FILE = "metadata.json"
 SAMPLE_FILE = "sample.json"
@@ -42,6 +45,18 @@ def is_valid_model_name(name: str) -> bool:
     return len(name) <= 63 and bool(_DNS1123_LABEL.match(name))
 
 
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a model name (for a folder that is reported, not served), or
+    None when it can."""
+    if len(name) > 63:
+        return (f"the name is {len(name)} characters long; model names are DNS-1123 labels "
+                f"of at most 63 characters")
+    if not _DNS1123_LABEL.match(name):
+        return ("the name is not a DNS-1123 label (lower-case letters, digits and '-', "
+                "starting and ending with a letter or digit), so it cannot name a model")
+    return None
+
+
 def validate_model_name(name: str) -> str:
     if not is_valid_model_name(name):
         raise ValueError(
@@ -49,14 +64,6 @@ def validate_model_name(name: str) -> str:
             f"and '-', starting and ending with a letter or digit, at most 63 characters)"
         )
     return name
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -101,36 +108,133 @@ class LoadedModel:
 
 
 # --- reading ---------------------------------------------------------------------------
+#
+# Every file the loader reads goes through `read_folder_file`: it must resolve inside the
+# model folder (a symlink may point into the folder - a ConfigMap/Secret volume is made of
+# `key -> ..data/key` links, `..data -> ..<timestamp>/` - but not out of it), be a regular
+# file (not a FIFO that blocks the loader forever, not a device) and be within its size
+# limit, all checked on the open file before one byte is read. The artifact is then
+# deserialised from exactly the bytes that were checked and hashed.
+
+#: default of MAX_ARTIFACT_BYTES (settings.py); the fetch step's --max-bytes default too
+DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024**3
+MAX_METADATA_BYTES = 16 * 1024**2
+MAX_SAMPLE_BYTES = 64 * 1024**2
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def read_folder_file(folder: Path, name: str, *, limit: int, limit_name: str) -> bytes:
+    """The bytes of `folder/name`, refused (ModelLoadError naming the file) when it resolves
+    outside `folder`, is not a regular file, or is larger than `limit` (`limit_name` is the
+    setting or constant the message names) - checked with fstat before reading."""
+    path = folder / name
+    root = folder.resolve()
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ModelLoadError(f"{name} is a symlink to {os.readlink(path)!r}, which does "
+                                 f"not exist") from None
+        raise ModelLoadError(f"{name} is missing in {folder}") from None
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+        raise ModelLoadError(f"{name} cannot be resolved: {exc}") from None
+    if not _inside(real, root):
+        raise ModelLoadError(
+            f"{name} is a symlink to {real}, outside the model folder; refused (links must "
+            f"stay inside the folder, as a ConfigMap volume's `{name} -> ..data/{name}` does)")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+    try:
+        fd = os.open(real, flags)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    except OSError as exc:
+        raise ModelLoadError(f"{name} cannot be opened: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _FILE_KINDS if test(st.st_mode)), "not a file")
+            raise ModelLoadError(f"{name} is {kind}, not a regular file; refused")
+        if st.st_size > limit:
+            raise ModelLoadError(f"{name} is {st.st_size} bytes, over {limit_name} ({limit}); "
+                                 f"refused before reading it")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:  # it grew after the check
+        raise ModelLoadError(f"{name} is over {limit_name} ({limit} bytes); refused")
+    return data
+
+
+def _reject_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON value")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
+    return out
+
+
+def parse_folder_json(name: str, data: bytes) -> Any:
+    """Strict JSON of a model folder's own files: UTF-8, no NaN/Infinity, no duplicate
+    keys (two readers could disagree on which one counts), nesting within Python's
+    recursion limit. ModelLoadError names the file."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"{name} is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant,
+                          object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise ModelLoadError(f"{name} is nested too deeply") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"{name} is not valid JSON: {exc}") from None
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
-    path = folder / METADATA_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path} is missing") from None
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
+    meta = parse_folder_json(METADATA_FILE, read_folder_file(
+        folder, METADATA_FILE, limit=MAX_METADATA_BYTES,
+        limit_name=f"the limit for {METADATA_FILE}"))
     if not isinstance(meta, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object")
+        raise ModelLoadError(f"{METADATA_FILE} must hold a JSON object")
     for key in ("framework", "version"):
         if not isinstance(meta.get(key), str | int | float) or isinstance(meta.get(key), bool):
-            raise ModelLoadError(f"{path}: '{key}' is required (a string)")
+            raise ModelLoadError(f"{METADATA_FILE}: '{key}' is required (a string)")
+    for key, kind, label in (("artifact", str, "a file name"), ("task", str, "a string"),
+                             ("sha256", str, "a hex string"),
+                             ("feature_names", list, "a list of names"),
+                             ("classes", list, "a list of labels"),
+                             ("allow_unsafe", bool, "true or false")):
+        if meta.get(key) is not None and not isinstance(meta[key], kind):
+            raise ModelLoadError(f"{METADATA_FILE}: '{key}' must be {label}, not "
+                                 f"{type(meta[key]).__name__}")
     return meta
 
 
 def _artifact_path(folder: Path, meta: Mapping[str, Any]) -> Path:
     name = meta.get("artifact")
     if name is not None:
-        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+        if (not isinstance(name, str) or "/" in name or "\\" in name or "\x00" in name
+                or name in ("", ".", "..")):
             raise ModelLoadError(f"metadata 'artifact' must be a file name in the folder: {name!r}")
         path = folder / name
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ModelLoadError(f"artifact {name} named in metadata.json is missing")
         return path
     found = sorted(
         p for p in folder.iterdir()
-        if p.is_file() and p.stem == "model" and p.suffix.lower() in ARTIFACT_EXTENSIONS
+        if p.stem == "model" and p.suffix.lower() in ARTIFACT_EXTENSIONS
+        and (p.is_file() or p.is_symlink())  # a link out of the folder is refused, not skipped
     )
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
@@ -149,15 +253,19 @@ def load_model(
     check: bool = True,
     fast_path: bool = True,
     fast_path_check_rows: int = CHECK_ROWS,
+    max_artifact_bytes: int = DEFAULT_MAX_ARTIFACT_BYTES,
 ) -> LoadedModel:
     """Load and check one model folder.
 
-    Verifies the artifact's sha256 (when metadata has one) before deserialising it;
-    refuses pickle/joblib unless `allow_unsafe` or metadata `"allow_unsafe": true`; with
-    `check`, predicts sample.json's input and compares with its expected output (or, without
-    a sample, predicts one row of zeros). `fast_path` puts the compiled evaluator in front
-    when it agrees with the framework on `fast_path_check_rows` random rows.
-    Raises ModelLoadError (or a subclass) on failure.
+    Every file is read through `read_folder_file` (inside the folder, a regular file,
+    within its size limit - the artifact's is `max_artifact_bytes`, MAX_ARTIFACT_BYTES -
+    checked before reading). Verifies the artifact's sha256 (when metadata has one) before
+    deserialising those same bytes; refuses pickle/joblib unless `allow_unsafe` (a folder's
+    own `"allow_unsafe"` is not honoured: a hostile folder would opt itself in); with
+    `check`, predicts sample.json's input and compares with its expected output (or,
+    without a sample, predicts one row of zeros). `fast_path` puts the
+    compiled evaluator in front when it agrees with the framework on `fast_path_check_rows`
+    random rows. Raises ModelLoadError (or a subclass) on failure.
     """
     folder = Path(folder)
     name = folder.name
@@ -167,16 +275,24 @@ def load_model(
         raise ModelLoadError(f"model folder {folder} does not exist")
     meta = read_metadata(folder)
     artifact = _artifact_path(folder, meta)
-    digest = sha256_file(artifact)
+    data = read_folder_file(folder, artifact.name, limit=max_artifact_bytes,
+                            limit_name="MAX_ARTIFACT_BYTES")
+    digest = hashlib.sha256(data).hexdigest()
     expected = meta.get("sha256")
     if expected is not None and str(expected).lower() != digest:
         raise IntegrityError(
             f"sha256 mismatch for {artifact.name}: metadata says {expected}, file has {digest}"
         )
-    unsafe = allow_unsafe or meta.get("allow_unsafe") is True
+    # Only the caller (the server's ALLOW_UNSAFE_LOADING) may allow pickle: a folder's own
+    # "allow_unsafe" would let a hostile folder opt itself in, so it is not honoured.
     runtime = runtime_class(str(meta["framework"])).load(
-        artifact, allow_unsafe=unsafe, threads=threads
+        artifact, allow_unsafe=allow_unsafe, threads=threads, data=data,
+        max_bytes=max_artifact_bytes,
     )
+    del data  # the artifact's bytes are not needed once deserialised
+    if runtime.n_features > MAX_FEATURES:  # the checks below build rows x features matrices
+        raise ModelLoadError(f"{artifact.name}: the model takes {runtime.n_features} "
+                             f"features; at most {MAX_FEATURES} are supported")
     # compiled evaluator, self-checked against the framework; falls back on disagreement
     runtime, fast_status = accelerate(runtime, model_name=name, enabled=fast_path,
                                       check_rows=fast_path_check_rows)
@@ -216,7 +332,8 @@ def _feature_names(meta: Mapping[str, Any], runtime: ModelRuntime) -> tuple[str,
     names = meta.get("feature_names")
     if names is not None:
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise ModelLoadError("metadata 'feature_names' must be a list of non-empty strings")
+            raise ModelLoadError(
+                f"{METADATA_FILE}: 'feature_names' must be a list of non-empty strings")
         if len(set(names)) != len(names):
             raise ModelLoadError("metadata 'feature_names' has duplicates")
         if len(names) != runtime.n_features:
@@ -236,25 +353,32 @@ def _feature_names(meta: Mapping[str, Any], runtime: ModelRuntime) -> tuple[str,
 
 def check_model(model: LoadedModel) -> None:
     """Predict the golden sample (sample.json) and compare, or smoke-test one zero row."""
-    sample_path = model.folder / SAMPLE_FILE
-    if not sample_path.exists():
+    if not os.path.lexists(model.folder / SAMPLE_FILE):  # a dangling link is refused below
         X = np.zeros((1, model.n_features))
         try:
             model.predict(X)
         except Exception as exc:
-            raise ModelLoadError(f"model fails to predict one row of zeros: {exc}") from exc
+            raise ModelLoadError(f"model fails to predict one row of zeros: "
+                                 f"{clean_native_error(str(exc))}") from exc
         return
+    sample = parse_folder_json(SAMPLE_FILE, read_folder_file(
+        model.folder, SAMPLE_FILE, limit=MAX_SAMPLE_BYTES,
+        limit_name=f"the limit for {SAMPLE_FILE}"))
     try:
-        sample = json.loads(sample_path.read_text())
+        if not isinstance(sample, dict) or not isinstance(sample.get("features"), dict):
+            raise ValueError("'features' must be an object of columns")
+        expected = sample.get("expected")
+        if not isinstance(expected, dict):
+            raise ValueError("'expected' must be an object")
         X = columns_to_matrix(sample["features"], model.feature_names, model.feature_index)
-        expected = sample["expected"]
-    except (OSError, ValueError, KeyError, TypeError, InvalidInputError) as exc:
+    except (ValueError, KeyError, TypeError, InvalidInputError) as exc:
         msg = getattr(exc, "message", None) or str(exc)
         raise ModelLoadError(f"{SAMPLE_FILE} is unusable: {msg}") from exc
     try:
         labels, proba = model.predict(X)
     except Exception as exc:
-        raise ModelLoadError(f"model fails to predict {SAMPLE_FILE}: {exc}") from exc
+        raise ModelLoadError(f"model fails to predict {SAMPLE_FILE}: "
+                             f"{clean_native_error(str(exc))}") from exc
     got = labels.tolist()
     want = expected.get("prediction")
     if model.task == "regression" or not isinstance(want, list):

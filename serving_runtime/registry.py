@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from serving_runtime.errors import ModelNotFoundError, ModelNotReadyError
+from serving_runtime.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
 from serving_runtime.heap import settle_after_load
 from serving_runtime.metrics import RuntimeMetrics
 from serving_runtime.model_folder import (
@@ -25,11 +26,28 @@ from serving_runtime.model_folder import (
     LoadedModel,
     is_valid_model_name,
     load_model,
+    model_name_problem,
 )
+from serving_runtime.runtimes.native_errors import clean_native_error
 from serving_runtime.schemas import health_document
 from serving_runtime.settings import Settings
 
 log = logging.getLogger("serving_runtime.registry")
+
+#: longest load error kept for /health, the logs and metrics-adjacent messages
+MAX_ERROR_CHARS = 1000
+#: entries of MODELS_DIR skipped without a word: a volume root's lost+found (hidden
+#: entries - `.git`, a ConfigMap volume's `..data` and `..<timestamp>` - are skipped too)
+SILENTLY_IGNORED = frozenset({"lost+found"})
+
+
+def load_error_text(exc: BaseException) -> str:
+    """One bounded line for /health and the log: the loader's own message, or the type
+    and text of an unexpected exception, native stack text removed."""
+    msg = getattr(exc, "message", None) or str(exc)
+    if not isinstance(exc, ModelLoadError | ValueError):
+        msg = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return clean_native_error(msg, MAX_ERROR_CHARS)
 
 
 @dataclass(slots=True)
@@ -49,6 +67,8 @@ class ModelRegistry:
         self.expected: list[str] = []
         self.startup_done = False
         self.startup_problem: str | None = None
+        #: folders of MODELS_DIR that discovery could not serve: {"name", "reason"}
+        self.ignored: list[dict[str, str]] = []
         self._locks: dict[str, asyncio.Lock] = {}
 
     # --- lookups (hot path) ------------------------------------------------------------
@@ -66,7 +86,9 @@ class ModelRegistry:
         return self.settings.models_dir / name
 
     def has_folder(self, name: str) -> bool:
-        return is_valid_model_name(name) and (self.folder_of(name) / METADATA_FILE).is_file()
+        # lexists: a metadata.json that is a FIFO or a link is refused by the load, with
+        # the reason in /health, rather than answered 404
+        return is_valid_model_name(name) and os.path.lexists(self.folder_of(name) / METADATA_FILE)
 
     # --- loading -------------------------------------------------------------------------
 
@@ -79,9 +101,26 @@ class ModelRegistry:
         if not root.is_dir():
             self.startup_problem = f"models directory {root} does not exist"
             return []
-        found = sorted(p.name for p in root.iterdir() if self.has_folder(p.name))
+        found: list[str] = []
+        self.ignored = []
+        for entry in sorted(root.iterdir(), key=lambda p: p.name):
+            name = entry.name
+            if name.startswith(".") or name in SILENTLY_IGNORED or not entry.is_dir():
+                continue  # hidden entries, lost+found, plain files: never model folders
+            reason = model_name_problem(name)
+            if reason is None and not os.path.lexists(entry / METADATA_FILE):
+                reason = f"no {METADATA_FILE} in the folder"
+            if reason is None:
+                found.append(name)
+                continue
+            # a folder someone meant as a model: say why it is not served
+            self.ignored.append({"name": name, "reason": reason})
+            log.warning("model folder ignored", extra={"folder": name, "reason": reason})
         if not found:
             self.startup_problem = f"no model folders (with {METADATA_FILE}) in {root}"
+            if self.ignored:
+                self.startup_problem += "; ignored: " + "; ".join(
+                    f"{i['name']} ({i['reason']})" for i in self.ignored)
         return found
 
     async def load_expected(self) -> None:
@@ -114,7 +153,7 @@ class ModelRegistry:
                     raise ValueError(f"{name!r} is not a valid model name (DNS-1123 label)")
                 new = await anyio.to_thread.run_sync(self._load, name)
             except Exception as exc:  # any failure keeps the old version serving
-                msg = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                msg = load_error_text(exc)
                 state.error = msg
                 state.state = "ready" if old is not None else "failed"
                 self.metrics.load_failures.labels(name).inc()
@@ -149,6 +188,7 @@ class ModelRegistry:
             threads=self.settings.inference_threads,
             fast_path=self.settings.fast_path,
             fast_path_check_rows=self.settings.fast_path_check_rows,
+            max_artifact_bytes=self.settings.max_artifact_bytes,
         )
 
     def startup_failures(self) -> list[str]:
@@ -196,4 +236,7 @@ class ModelRegistry:
                 "name": name, "state": st.state,
                 "version": served.version if served else None, "error": st.error,
             })
-        return health_document(self.ready(), self.models, models, reasons)
+        doc = health_document(self.ready(), self.models, models, reasons)
+        # reported, not a reason: the expected models decide readiness and status
+        doc["ignored"] = list(self.ignored)
+        return doc

@@ -10,9 +10,21 @@ messages whatever the caller. These classes document the shapes and type the cli
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
+
+# The documented request rules (checked by hand in serving_runtime.inference/features, the
+# same bounds): model names are DNS-1123 labels; correlation ids follow the X-Correlation-ID
+# rule; feature values are finite numbers within float32 range.
+FLOAT32_MAX = 3.4028234663852886e38
+MODEL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+V2_ID_MAX_LENGTH = 256
+V2_MAX_DIMS = 8
+
+FeatureValue = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+CorrelationId = Annotated[str, Field(pattern=CORRELATION_ID_PATTERN)]
 
 # --- native API (DESIGN.md) -------------------------------------------------------------
 
@@ -33,12 +45,17 @@ class PredictRequest(BaseModel):
         },
     )
 
-    model_name: str = Field(description="Model (folder) name, a DNS-1123 label")
-    features: dict[str, list[float]] = Field(
-        description="Column per feature name; every column has the same number of rows"
+    model_name: str = Field(description="Model (folder) name, a DNS-1123 label",
+                            min_length=1, max_length=63, pattern=MODEL_NAME_PATTERN)
+    features: dict[str, Annotated[list[FeatureValue], Field(min_length=1)]] = Field(
+        min_length=1,
+        description="Column per feature name; every column has the same number of rows. "
+        "Values: finite numbers of magnitude at most 3.4028234663852886e38 (the models "
+        "compute in float32)",
     )
-    correlation_id: str | None = Field(
-        default=None, description="Echoed back; generated when absent (also X-Correlation-ID)"
+    correlation_id: CorrelationId | None = Field(
+        default=None, description="Echoed back and as X-Correlation-ID; generated when "
+        "absent. 1 to 128 characters from A-Z a-z 0-9 . _ : - (else 422)"
     )
 
 
@@ -89,6 +106,13 @@ class ModelStatus(BaseModel):
     error: str | None = Field(default=None, description="Last load/reload failure")
 
 
+class IgnoredFolder(BaseModel):
+    """A folder of MODELS_DIR that is not served, and why."""
+
+    name: str
+    reason: str
+
+
 class HealthResponse(BaseModel):
     """`GET /health`: `healthy` only when every expected model serves and the last
     (re)load of each succeeded; otherwise `degraded` with the reasons."""
@@ -98,6 +122,10 @@ class HealthResponse(BaseModel):
     models_loaded: list[str]
     models: list[ModelStatus]
     reasons: list[str]
+    ignored: list[IgnoredFolder] = Field(
+        default_factory=list,
+        description="Folders of MODELS_DIR not served because of their name or a missing "
+        "metadata.json (server only; hidden entries and lost+found are skipped silently)")
 
 
 def health_document(ready: bool, models_loaded: Iterable[str], models: list[dict[str, Any]],
@@ -120,10 +148,11 @@ class ReloadResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Error body of the native API (4xx/5xx)."""
+    """Error body of the native API (4xx/5xx): the message names the problem; the
+    correlation id is also the X-Correlation-ID header."""
 
     detail: str
-    correlation_id: str | None = None
+    correlation_id: str
 
 
 # --- Open Inference Protocol v2 ---------------------------------------------------------
@@ -134,16 +163,28 @@ V2Datatype = Literal[
 ]
 
 
+# What a tree model takes (BYTES, text, is refused with a 422 naming the input).
+V2InputDatatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64",
+]
+
+
 class V2RequestInput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: V2Datatype
+    """A tensor: `data` flat (row-major) or nested exactly as `shape`, with
+    product(shape) values, each valid for `datatype` (integers within the type's range,
+    BOOL true/false, FP16/FP32 within range; BYTES is refused by the tree models), and
+    within float32 range whatever the datatype."""
+
+    name: str = Field(min_length=1)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=V2_MAX_DIMS)
+    datatype: V2InputDatatype
     data: list[Any]
     parameters: dict[str, Any] | None = None
 
 
 class V2RequestOutput(BaseModel):
-    name: str
+    name: str = Field(description="`predict` or (classifiers) `predict_proba`")
     parameters: dict[str, Any] | None = None
 
 
@@ -153,6 +194,7 @@ class V2InferenceRequest(BaseModel):
     feature's name. Outputs: `predict` (default) and `predict_proba` (classifiers)."""
 
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -167,9 +209,12 @@ class V2InferenceRequest(BaseModel):
         }
     )
 
-    id: str | None = None
+    id: str | None = Field(
+        default=None, max_length=V2_ID_MAX_LENGTH,
+        description="Echoed in the answer's `id`; also as X-Correlation-ID when it follows "
+        "the correlation id rule")
     parameters: dict[str, Any] | None = None
-    inputs: list[V2RequestInput]
+    inputs: list[V2RequestInput] = Field(min_length=1)
     outputs: list[V2RequestOutput] | None = None
 
 
@@ -201,12 +246,33 @@ class V2ModelMetadata(BaseModel):
     platform: str
     inputs: list[V2TensorMetadata]
     outputs: list[V2TensorMetadata]
+    parameters: dict[str, Any] | None = None
 
 
 class V2ServerMetadata(BaseModel):
     name: str
     version: str
     extensions: list[str]
+
+
+class V2Live(BaseModel):
+    """`GET /v2/health/live`."""
+
+    live: bool
+
+
+class V2Ready(BaseModel):
+    """`GET /v2/health/ready` (200 ready, 503 not)."""
+
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    """`GET /v2/models/{name}[/versions/{version}]/ready` (200 ready, 503 loading or
+    draining)."""
+
+    name: str
+    ready: bool
 
 
 class V2Error(BaseModel):

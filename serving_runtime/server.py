@@ -11,10 +11,13 @@ moment, and clients hold pooled connections to it. So `DrainingServer`, on SIGTE
    protocols close that connection, so each client reconnects — through the Service, to
    another pod — after its next answer instead of being cut off;
 2. keeps accepting and answering, and leaves idle connections alone;
-3. once no connection is open (but not before DRAIN_MIN_SECONDS, for connections being
-   set up at the moment of the signal) or after `drain_seconds`, lets uvicorn shut down
-   as usual (idle connections get a clean FIN, in-flight requests get
-   SHUTDOWN_GRACE_SECONDS) and the process exits 0.
+3. once no connection is open and none was answered for DRAIN_QUIET_SECONDS (counted
+   from the signal, so connections being set up at that moment are still taken), or after
+   `drain_seconds`, lets uvicorn shut down as usual (idle connections get a clean FIN,
+   in-flight requests get SHUTDOWN_GRACE_SECONDS) and the process exits 0. "No
+   connection open" alone is not enough: a client told `Connection: close` reconnects
+   after every answer, so between two of its requests the server has no connection for
+   a moment; stopping then closes the listening socket and its next request is refused.
 
 With WORKERS > 1 uvicorn's supervisor forwards SIGTERM to each worker and waits for it:
 `run_workers` makes the workers run a DrainingServer.
@@ -28,7 +31,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
@@ -36,10 +39,14 @@ from uvicorn.supervisors import multiprocess
 
 from serving_runtime.lifecycle import LIFECYCLE, Lifecycle
 
+if TYPE_CHECKING:
+    from serving_runtime.settings import Settings
+
 log = logging.getLogger("serving_runtime.server")
 
-# Connections being opened when the SIGTERM arrives still get accepted and answered.
-DRAIN_MIN_SECONDS = 1.0
+# The drain ends early only after this long without an open connection or an answer
+# (from the signal on: connections being opened at the SIGTERM still get answered).
+DRAIN_QUIET_SECONDS = 1.0
 # After the drain, requests still in flight get this long (uvicorn's graceful timeout).
 SHUTDOWN_GRACE_SECONDS = 5
 
@@ -51,6 +58,8 @@ class DrainingServer(uvicorn.Server):
         self.drain_seconds = drain_seconds
         self.lifecycle = lifecycle
         self._drain_logged = False
+        self._answered = -1  # server_state.total_requests at the last tick
+        self._quiet_since = 0.0  # drained_for() when the last connection/answer was seen
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig != signal.SIGTERM or self.should_exit:
@@ -74,6 +83,10 @@ class DrainingServer(uvicorn.Server):
     def _drain_over(self) -> bool:
         elapsed = self.lifecycle.drained_for()
         open_connections = len(self.server_state.connections)
+        answered = self.server_state.total_requests
+        if open_connections or answered != self._answered:
+            self._answered = answered
+            self._quiet_since = elapsed
         if not self._drain_logged:  # logged here, not in the signal handler (locks)
             self._drain_logged = True
             log.info("SIGTERM: draining (not ready; responses say Connection: close)",
@@ -83,16 +96,21 @@ class DrainingServer(uvicorn.Server):
             log.info("drain period over: closing the remaining connections",
                      extra={"open_connections": open_connections})
             return True
-        if open_connections == 0 and elapsed >= min(DRAIN_MIN_SECONDS, self.drain_seconds):
+        quiet = elapsed - self._quiet_since
+        if open_connections == 0 and quiet >= min(DRAIN_QUIET_SECONDS, self.drain_seconds):
             log.info("drained: no connection left", extra={"seconds": round(elapsed, 2)})
             return True
         return False
 
 
-def _worker_drain_seconds() -> float:
-    from serving_runtime.settings import Settings
-
-    return Settings().drain_seconds  # the parent put every setting in the environment
+def apply_connection_limits(settings: Settings) -> None:
+    """HEADER_TIMEOUT_SECONDS, BODY_TIMEOUT_SECONDS and MAX_CONNECTIONS_PER_WORKER for the
+    connections this process accepts (serving_runtime/fastpath/http_protocol.py)."""
+    try:
+        from serving_runtime.fastpath import http_protocol
+    except ImportError:  # no httptools: uvicorn's h11 protocol, which has no such limits
+        return
+    http_protocol.configure(http_protocol.ConnectionLimits.from_settings(settings))
 
 
 class DrainingProcess(multiprocess.Process):
@@ -102,7 +120,11 @@ class DrainingProcess(multiprocess.Process):
     @property
     def server(self) -> uvicorn.Server:
         if self._server is None:
-            self._server = DrainingServer(self.config, drain_seconds=_worker_drain_seconds())
+            from serving_runtime.settings import Settings
+
+            settings = Settings()  # the parent put every setting in the environment
+            apply_connection_limits(settings)
+            self._server = DrainingServer(self.config, drain_seconds=settings.drain_seconds)
         return self._server
 
     def target(self, sockets: Any = None) -> None:  # pragma: no cover - in the worker
@@ -124,9 +146,12 @@ def _workers_of_class(cls: type[multiprocess.Process]) -> Iterator[None]:
         multiprocess.Process = original  # type: ignore[misc]
 
 
-def run_single(app: Any, *, drain_seconds: float, lifecycle: Lifecycle = LIFECYCLE,
-               **config: Any) -> int:
-    """Serve `app` in this process; the exit code: 0, or what the app asked for."""
+def run_single(app: Any, *, drain_seconds: float, settings: Settings | None = None,
+               lifecycle: Lifecycle = LIFECYCLE, **config: Any) -> int:
+    """Serve `app` in this process; the exit code: 0, or what the app asked for.
+    `settings` gives the connection limits (default: those of the defaults)."""
+    if settings is not None:
+        apply_connection_limits(settings)
     server = DrainingServer(
         uvicorn.Config(app, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **config),
         drain_seconds=drain_seconds, lifecycle=lifecycle)
@@ -151,5 +176,5 @@ def run_workers(factory: str, *, workers: int, **config: Any) -> int:
     return STARTUP_FAILURE if STARTUP_FAILURE in codes else 0
 
 
-__all__ = ["DRAIN_MIN_SECONDS", "DrainingProcess", "DrainingServer", "run_single",
-           "run_workers"]
+__all__ = ["DRAIN_QUIET_SECONDS", "DrainingProcess", "DrainingServer",
+           "apply_connection_limits", "run_single", "run_workers"]

@@ -62,6 +62,22 @@ class Settings(BaseSettings):
         description="answer hot requests 503 + Retry-After while the event loop runs this "
         "late (ms) under a stream of requests; 0 = never shed",
     )
+    # Slow and many clients (serving_runtime/fastpath/http_protocol.py).
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="a request head must arrive within this many seconds of its first byte "
+        "(or of the connection opening), else 408 and close",
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0,
+        description="the whole body must arrive within this many seconds of the head, else "
+        "408 naming what was missing, and close",
+    )
+    max_connections_per_worker: int = Field(
+        default=512, ge=1,
+        description="open connections per worker process; beyond it a new connection is "
+        "answered 503 + Retry-After and closed (GET /v2/health/live still answers)",
+    )
 
     drain_seconds: float = Field(
         default=10.0, ge=0,
@@ -91,3 +107,10 @@ class Settings(BaseSettings):
     @property
     def preload_model_names(self) -> list[str]:
         return [n.strip() for n in self.preload_models.split(",") if n.strip()]
+
+    # Model files (serving_runtime/model_folder.py): checked with stat before reading.
+    max_artifact_bytes: int = Field(
+        default=2 * 1024**3, ge=1,
+        description="largest model artifact file (and, for a skops zip, its unpacked "
+        "size) a load reads; larger ones are refused from their size alone",
+    )

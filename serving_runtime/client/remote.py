@@ -18,6 +18,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from serving_runtime.inference import valid_correlation_id
+
 from .errors import (
     InferenceTimeoutError,
     ServerError,
@@ -60,7 +62,10 @@ def _headers(content: bytes | None, correlation_id: str | None) -> dict[str, str
     headers: dict[str, str] = {}
     if content is not None:
         headers["Content-Type"] = "application/json"
-    if correlation_id:
+    # Only an id the server may echo goes in the header (its correlation id rule); any
+    # other stays in the body, where the server refuses it with a 422 as local mode does
+    # (an id outside latin-1 could not even be sent as a header).
+    if correlation_id and valid_correlation_id(correlation_id):
         headers[CORRELATION_HEADER] = correlation_id
     return headers
 

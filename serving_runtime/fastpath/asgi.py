@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serving_runtime.http_body import read_asgi_body, send_json
+from serving_runtime.inference import accepted_correlation_id, new_correlation_id
 from serving_runtime.lifecycle import LIFECYCLE
 from serving_runtime.settings import Settings
 
@@ -150,6 +151,8 @@ class HotPathApp:
 
     async def _shed(self, send: Send, cid: str | None, *, v2: bool) -> None:
         self.shed_total += 1
+        # the request's id only if it follows the rule (never echo a hostile header)
+        cid = accepted_correlation_id(cid) or new_correlation_id()
         msg = (f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); "
                f"retry after 1 s")
         doc: dict[str, Any] = {"error": msg} if v2 else {"detail": msg, "correlation_id": cid}

@@ -34,9 +34,13 @@ class ModelRuntime(ABC):
     @classmethod
     @abstractmethod
     def load(
-        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None
+        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None,
+        data: bytes | None = None, max_bytes: int | None = None,
     ) -> ModelRuntime:
-        """Deserialise `artifact`. Raises ModelLoadError / UnsafeArtifactError."""
+        """Deserialise `artifact`: from `data`, its bytes as the caller read and checked
+        them (model_folder: inside the folder, a regular file, within the size limit), else
+        from the file. `max_bytes` bounds what a compressed artifact may unpack to.
+        Raises ModelLoadError / UnsafeArtifactError."""
 
     @classmethod
     @abstractmethod

@@ -4,6 +4,7 @@ of trusted types."""
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,7 +12,10 @@ import numpy as np
 
 from serving_runtime.errors import ModelLoadError, UnsafeArtifactError
 from serving_runtime.runtimes.base import ModelRuntime, Task
+from serving_runtime.runtimes.native_errors import clean_native_error
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS, UNSAFE_HOWTO, load_pickle
+from serving_runtime.runtimes.sklearn_check import check_sklearn_trees, skops_unpacked_size
+from serving_runtime.runtimes.xgboost_check import ModelFileError
 
 # Types skops does not trust by itself but that plain fitted scikit-learn estimators
 # contain (tree structures, neighbour indexes, optimiser state). Anything else a file
@@ -89,17 +93,27 @@ class SklearnRuntime(ModelRuntime):
 
     @classmethod
     def load(
-        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None
+        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None,
+        data: bytes | None = None, max_bytes: int | None = None,
     ) -> SklearnRuntime:
         suffix = artifact.suffix.lower()
         if suffix == ".skops":
-            return cls(_load_skops(artifact, allow_unsafe=allow_unsafe))
-        if suffix in PICKLE_EXTENSIONS:
-            return cls(load_pickle(artifact, allow_unsafe=allow_unsafe))
-        raise ModelLoadError(
-            f"unsupported scikit-learn artifact {artifact.name}: expected .skops "
-            f"(or .joblib/.pkl with unsafe loading allowed)"
-        )
+            estimator = _load_skops(artifact, allow_unsafe=allow_unsafe,
+                                    data=artifact.read_bytes() if data is None else data,
+                                    max_bytes=max_bytes)
+        elif suffix in PICKLE_EXTENSIONS:
+            estimator = load_pickle(artifact, allow_unsafe=allow_unsafe, data=data)
+        else:
+            raise ModelLoadError(
+                f"unsupported scikit-learn artifact {artifact.name}: expected .skops "
+                f"(or .joblib/.pkl with unsafe loading allowed)"
+            )
+        try:  # before anything predicts: a tampered tree crashes the native code
+            check_sklearn_trees(estimator)
+        except ModelFileError as exc:
+            raise ModelLoadError(f"{artifact.name}: {exc}; refused (a corrupt or tampered "
+                                 f"tree)") from None
+        return cls(estimator)
 
     @classmethod
     def from_estimator(cls, estimator: Any, *, threads: int | None = None) -> SklearnRuntime:
@@ -114,13 +128,24 @@ class SklearnRuntime(ModelRuntime):
         return np.asarray(self.estimator.predict(X)), proba
 
 
-def _load_skops(artifact: Path, *, allow_unsafe: bool) -> Any:
+def _load_skops(artifact: Path, *, allow_unsafe: bool, data: bytes,
+                max_bytes: int | None) -> Any:
     import skops.io as sio
 
     try:
-        untrusted = sio.get_untrusted_types(file=artifact)
+        unpacked = skops_unpacked_size(data)
+    except (zipfile.BadZipFile, ValueError, OSError, NotImplementedError) as exc:
+        raise ModelLoadError(f"{artifact.name} is not a readable skops file (a zip): "
+                             f"{clean_native_error(str(exc))}") from None
+    if max_bytes is not None and unpacked > max_bytes:
+        raise ModelLoadError(
+            f"{artifact.name} would unpack to {unpacked} bytes (uncompressed), over "
+            f"MAX_ARTIFACT_BYTES ({max_bytes}); refused before unpacking")
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:
-        raise ModelLoadError(f"{artifact.name} is not a readable skops file: {exc}") from exc
+        raise ModelLoadError(f"{artifact.name} is not a readable skops file: "
+                             f"{clean_native_error(str(exc))}") from exc
     unknown = [t for t in untrusted if t not in TRUSTED_SKOPS_TYPES]
     if unknown and not allow_unsafe:
         raise UnsafeArtifactError(
@@ -128,6 +153,7 @@ def _load_skops(artifact: Path, *, allow_unsafe: bool) -> Any:
             f"{UNSAFE_HOWTO}"
         )
     try:
-        return sio.load(artifact, trusted=list(untrusted))
+        return sio.loads(data, trusted=list(untrusted))
     except Exception as exc:
-        raise ModelLoadError(f"could not load {artifact.name} with skops: {exc}") from exc
+        raise ModelLoadError(f"could not load {artifact.name} with skops: "
+                             f"{clean_native_error(str(exc))}") from exc

@@ -12,7 +12,9 @@ import numpy as np
 
 from serving_runtime.errors import ModelLoadError
 from serving_runtime.runtimes.base import ModelRuntime, Task
+from serving_runtime.runtimes.native_errors import clean_native_error
 from serving_runtime.runtimes.pickle_artifact import PICKLE_EXTENSIONS, load_pickle
+from serving_runtime.runtimes.xgboost_check import ModelFileError, checked_model_bytes
 from serving_runtime.runtimes.xgboost_direct import direct_predictor
 
 _CLASSIFICATION_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
@@ -53,11 +55,12 @@ class XGBoostRuntime(ModelRuntime):
 
     @classmethod
     def load(
-        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None
+        cls, artifact: Path, *, allow_unsafe: bool, threads: int | None = None,
+        data: bytes | None = None, max_bytes: int | None = None,
     ) -> XGBoostRuntime:
         suffix = artifact.suffix.lower()
         if suffix in PICKLE_EXTENSIONS:
-            obj = load_pickle(artifact, allow_unsafe=allow_unsafe)
+            obj = load_pickle(artifact, allow_unsafe=allow_unsafe, data=data)
             return cls.from_estimator(obj, threads=threads)
         if suffix not in cls.safe_extensions:
             raise ModelLoadError(
@@ -65,11 +68,19 @@ class XGBoostRuntime(ModelRuntime):
             )
         import xgboost as xgb
 
+        try:  # XGBoost's own reader and predictor crash on a corrupt file: see xgboost_check
+            checked = checked_model_bytes(artifact.read_bytes() if data is None else data,
+                                          suffix)
+        except ModelFileError as exc:
+            raise ModelLoadError(f"{artifact.name} is not a usable XGBoost model: "
+                                 f"{exc}") from None
         booster = xgb.Booster()
         try:
-            booster.load_model(str(artifact))
+            # the checked bytes themselves, not the path: the file may change meanwhile
+            booster.load_model(bytearray(checked))
         except Exception as exc:
-            raise ModelLoadError(f"could not load {artifact.name} with XGBoost: {exc}") from exc
+            raise ModelLoadError(f"could not load {artifact.name} with XGBoost: "
+                                 f"{clean_native_error(str(exc))}") from exc
         return cls(booster, threads=threads)
 
     @classmethod

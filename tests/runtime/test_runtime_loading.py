@@ -58,7 +58,15 @@ def test_malicious_pickle_refused_by_default_and_not_executed(tmp_path):
     with pytest.raises(UnsafeArtifactError) as err:
         load_model(folder)
     assert "ALLOW_UNSAFE_LOADING=true" in str(err.value)
-    assert '"allow_unsafe": true' in str(err.value)
+    assert "spec.model.allowUnsafeLoading" in str(err.value)
+    assert not marker.exists()
+
+
+def test_a_folder_cannot_allow_its_own_pickle(tmp_path):
+    """"allow_unsafe": true in a hostile folder's metadata.json must not opt it in."""
+    folder, marker = malicious_folder(tmp_path, meta_extra={"allow_unsafe": True})
+    with pytest.raises(UnsafeArtifactError, match="ALLOW_UNSAFE_LOADING"):
+        load_model(folder)
     assert not marker.exists()
 
 
@@ -75,26 +83,20 @@ def test_malicious_pickle_refused_by_server(tmp_path, start_server):
     assert not marker.exists()
 
 
-def test_joblib_allowed_by_setting_or_metadata(tmp_path, fitted):
+def test_joblib_allowed_by_the_setting(tmp_path, fitted):
     est, X = fitted
-    for how in ("setting", "metadata"):
-        folder = tmp_path / how / "legacy"
-        folder.mkdir(parents=True)
-        joblib.dump(est, folder / "model.joblib")
-        meta = {"framework": "sklearn", "version": "0.9"}
-        if how == "metadata":
-            meta["allow_unsafe"] = True
-        (folder / "metadata.json").write_text(json.dumps(meta))
-        if how == "setting":
-            with pytest.raises(UnsafeArtifactError):
-                load_model(folder)
-            model = load_model(folder, allow_unsafe=True)
-        else:  # the metadata's own opt-in, no setting needed
-            model = load_model(folder)
-        out = predict_from_body(model, {"model_name": "legacy", "features": {
-            f"f{i}": X[:5, i].tolist() for i in range(4)}})
-        assert out["prediction"] == est.predict(X[:5]).tolist()
-        assert model.version == "0.9"
+    folder = tmp_path / "legacy"
+    folder.mkdir(parents=True)
+    joblib.dump(est, folder / "model.joblib")
+    (folder / "metadata.json").write_text(json.dumps(
+        {"framework": "sklearn", "version": "0.9", "allow_unsafe": True}))
+    with pytest.raises(UnsafeArtifactError):
+        load_model(folder)  # the folder's own opt-in is not enough
+    model = load_model(folder, allow_unsafe=True)
+    out = predict_from_body(model, {"model_name": "legacy", "features": {
+        f"f{i}": X[:5, i].tolist() for i in range(4)}})
+    assert out["prediction"] == est.predict(X[:5]).tolist()
+    assert model.version == "0.9"
 
 
 def test_sha256_mismatch_refused_before_loading(tmp_path, fitted):
