@@ -165,9 +165,11 @@ def read_folder_file(folder: Path, name: str, *, limit: int, limit_name: str) ->
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:  # it grew after the check
-        raise ModelLoadError(f"{name} is over {limit_name} ({limit} bytes); refused")
+        # read(n) allocates n bytes up front: ask for the size seen (+1 to notice growth),
+        # not the limit, which may exceed what the process may allocate.
+        data = fh.read(min(limit, st.st_size) + 1)
+    if len(data) > st.st_size:  # it grew after the check
+        raise ModelLoadError(f"{name} grew while being read; refused (try the load again)")
     return data
 
 

@@ -73,10 +73,6 @@ class NotOwnedError(RuntimeError):
     """A child's name is taken by an object this MLModel does not control."""
 
 
-class PredecessorChildError(RuntimeError):
-    """A child left by a deleted MLModel of the same name is still being deleted (retry)."""
-
-
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # created | updated | unchanged
@@ -102,10 +98,9 @@ def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def left_by_predecessor(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
-    """True when `live` is controlled by an earlier MLModel of the same name (deleted, then
-    created again): its garbage collection is pending, and it is ours to replace. Names are
-    unique in a namespace, so a controller of the same kind and name but another uid no
-    longer exists."""
+    """True when `live` and `manifest` are controlled by MLModels of the same kind and name
+    but another uid: one of them was deleted and the name created again. Which one is
+    current is for the caller to check (Kube._owner_is_current)."""
     old, new = _controller(live), _controller(manifest)
     if not old or not new or old.get("uid") == new.get("uid"):
         return False
@@ -163,19 +158,16 @@ class Kube:
         meta = manifest["metadata"]
         path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         live = self.get(path)
-        if live is not None and left_by_predecessor(live, manifest):
-            # Deleted and re-created faster than the garbage collector (or while it was
-            # catching up after an API server restart): remove the old child now instead
-            # of refusing until the collector gets to it.
-            self._delete_exact(path, live)
-            log.info("deleted %s %s/%s left by a deleted MLModel of the same name",
+        if live is not None and left_by_predecessor(live, manifest) and self._owner_is_current(
+                meta["namespace"], manifest):
+            # Deleted and re-created faster than the garbage collector (which lagged minutes
+            # after an API server restart): adopt the old child. The apply below replaces
+            # its ownerReferences (ours, by server-side apply) and brings it to this spec;
+            # the collector re-checks owners before deleting, so it leaves it alone.
+            log.info("adopting %s %s/%s left by a deleted MLModel of the same name",
                      manifest["kind"], meta["namespace"], meta["name"])
-            live = self.get(path)
-            if live is not None:
-                raise PredecessorChildError(
-                    f"{manifest['kind']} {meta['namespace']}/{meta['name']} of a deleted "
-                    "MLModel of the same name is still being deleted"
-                )
+            live = {**live, "metadata": {**live["metadata"],
+                                         "ownerReferences": meta.get("ownerReferences")}}
         if live is not None and not controlled_by(live, owner_uid):
             raise NotOwnedError(
                 f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
@@ -223,6 +215,13 @@ class Kube:
         if live is None or not controlled_by(live, owner_uid):
             return False
         return self._delete_exact(path, live)
+
+    def _owner_is_current(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """The manifest's controller is the MLModel that exists now (a reconcile holding a
+        stale body must never take a successor's children)."""
+        ref = _controller(manifest) or {}
+        current = self.get_mlmodel(namespace, str(ref.get("name", "")))
+        return current is not None and current["metadata"].get("uid") == ref.get("uid")
 
     def _delete_exact(self, path: str, live: dict[str, Any]) -> bool:
         """Delete exactly `live` (never a same-named newcomer); False if already gone."""

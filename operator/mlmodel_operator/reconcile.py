@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from . import builders, metrics
-from .apply import Kube, NotOwnedError, PredecessorChildError
+from .apply import Kube, NotOwnedError
 from .spec import SpecError, check_name, parse_spec
 from .status import READY, Observed, compute_status, status_differs
 
@@ -112,7 +112,7 @@ def _reconcile(
 
     try:
         dep, alert_rules = _apply_children(kube, body, owner, spec, runtime_image)
-    except (ApiException, NotOwnedError, PredecessorChildError) as exc:
+    except (ApiException, NotOwnedError) as exc:
         msg = _describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
         reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
         metrics.ERRORS.labels(reason).inc()

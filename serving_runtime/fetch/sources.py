@@ -67,8 +67,8 @@ def trust_bundle(ca_bundle: Path, workdir: Path) -> Path:
             "named in spec.model.caBundle exist and hold that key?)"
         ) from exc
     try:  # refuse a bundle that is not PEM now, not as a confusing TLS error later
-        ssl.create_default_context().load_verify_locations(cadata=extra.decode("ascii"))
-    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        ssl.create_default_context().load_verify_locations(cafile=str(ca_bundle))
+    except (ssl.SSLError, ValueError) as exc:
         raise SourceError(f"CA bundle {ca_bundle}: not a PEM certificate bundle ({exc})") from exc
     fd, name = tempfile.mkstemp(prefix=".trust-", suffix=".pem", dir=workdir)
     with os.fdopen(fd, "wb") as fh:

@@ -3,8 +3,12 @@ left by a deleted MLModel of the same name."""
 
 from __future__ import annotations
 
+import pytest
+from kubernetes.client.exceptions import ApiException
 from mlmodel_operator.apply import (
     FIELD_MANAGER,
+    Kube,
+    NotOwnedError,
     controlled_by,
     left_by_predecessor,
     needs_replicas_handover,
@@ -81,3 +85,41 @@ def test_a_child_of_a_deleted_same_named_mlmodel_is_ours_to_replace():
     assert not left_by_predecessor(_owned("old", kind="Deployment"), _owned("new"))
     assert not left_by_predecessor(_owned("old", api_version="example.com/v1"), _owned("new"))
     assert not left_by_predecessor({"metadata": {}}, _owned("new"))  # a user's object
+
+
+class _Recorded(Kube):
+    """Kube over an in-memory API: GETs from `objects`, PATCHes recorded (no cluster)."""
+
+    def __init__(self, objects: dict[str, dict]) -> None:
+        self.objects, self.patches = objects, []
+        self._discovery = {}
+
+    def request(self, method, path, body=None, **_):  # type: ignore[override]
+        if method == "GET":
+            if path not in self.objects:
+                raise ApiException(status=404, reason="Not Found")
+            return self.objects[path]
+        self.patches.append((method, path, body))
+        return {"metadata": {"resourceVersion": "2"}}
+
+
+DEP = "/apis/apps/v1/namespaces/ns/deployments/fraud"
+MLM = "/apis/serving.n1v1.io/v1alpha1/namespaces/ns/mlmodels/fraud"
+
+
+def _manifest(uid: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "fraud", "namespace": "ns", **_owned(uid)["metadata"]}}
+
+
+def test_adopts_a_predecessors_child_only_for_the_current_mlmodel():
+    old_child = {"metadata": {"resourceVersion": "1", **_owned("old")["metadata"]},
+                 "spec": {}}
+    kube = _Recorded({DEP: old_child, MLM: {"metadata": {"uid": "new"}}})
+    assert kube.apply(_manifest("new"), "new").action == "updated"
+    assert [(m, p) for m, p, _ in kube.patches] == [("PATCH", DEP)]
+    # A reconcile holding a stale body (the deleted MLModel's uid) takes nothing.
+    stale = _Recorded({DEP: _owned("new") | {"spec": {}}, MLM: {"metadata": {"uid": "new"}}})
+    with pytest.raises(NotOwnedError):
+        stale.apply(_manifest("old"), "old")
+    assert stale.patches == []
