@@ -59,7 +59,7 @@ _DEFAULTS = Settings.model_fields
 # is closed even if the client may then see a reset (it sends far more than any limit).
 DISCARD_MAX_BYTES = 64 * 1024 * 1024
 # A longer request head (request line + headers) is answered 431 and closed. Counted per
-# read, so the bound holds within one read (up to 256 KiB) more.
+# read while the head is incomplete, so the bound holds within one read (up to 256 KiB) more.
 MAX_HEAD_BYTES = 64 * 1024
 SWEEP_SECONDS = 0.25
 _WARN_EVERY_S = 10.0  # a flood must not turn into a flood of log lines
@@ -227,6 +227,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._body_bytes = 0  # of the current request
         self._head_bytes = 0  # read since the current head began (or the connection opened)
         self._discarded = 0
+        self._body_done = False  # all of the current request's body is in (read or dropped)
         self._half_closed = False
         self._closing = False  # closed by us or lost: close() must not linger any more
 
@@ -268,6 +269,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()  # armed below when a discarded body ended
         self._phase = _BODY
         self._body_bytes = 0
+        self._head_bytes = 0  # the head is over: the bytes read on are the body's
+        self._body_done = False
         self._deadline = self.loop.time() + self.limits.body_timeout
         super().on_headers_complete()
 
@@ -276,6 +279,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._body_done = True  # close() need not linger any more (uvicorn's more_body stays
+        # True for a dropped body: its on_message_complete ignores an answered cycle)
         if self._phase == _DISCARD:
             self._phase = _IDLE
             self._deadline = None
@@ -292,7 +297,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self._phase == _BODY:  # answered before the body arrived: drop the rest
+        # answered before the body arrived: drop the rest. Only if the answer is to the
+        # request whose body is being read: a pipelined request's head may be in already,
+        # its body not, when the response to the one before it completes.
+        cycle = self.cycle
+        if self._phase == _BODY and cycle is not None and cycle.response_complete:
             self._phase = _DISCARD
             self._discarded = 0
         super().on_response_complete()
@@ -305,11 +314,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if phase != _DISCARD:
             self._head_bytes += len(data)
             super().data_received(data)
-            if (self._head_bytes > MAX_HEAD_BYTES and self._phase in (_IDLE, _HEAD)
+            # only a head still incomplete after this read (on_headers_complete restarts
+            # the count, so the body's bytes are not counted)
+            if (self._head_bytes > MAX_HEAD_BYTES and self._phase == _HEAD
                     and not self._closing):
-                if self.cycle is None or self.cycle.response_complete:
+                answered = self.cycle is None or self.cycle.response_complete
+                if answered:
                     self._answer(431, b"Request Header Fields Too Large",
                                  f"request head larger than {MAX_HEAD_BYTES} bytes", None)
+                log.info("request head too large: connection closed",
+                         extra={"head_bytes": self._head_bytes, "max_head_bytes": MAX_HEAD_BYTES,
+                                "answered_431": answered})
                 self._close_now()
             return
         self._discarded += len(data)
@@ -328,11 +343,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         on unread data, which the kernel turns into a reset."""
         cycle = self.cycle
         if (self._closing or self._half_closed or self.parser is None or cycle is None
-                or not cycle.response_complete or not cycle.more_body):
+                or not cycle.response_complete or not cycle.more_body or self._body_done):
             self._closing = True
             return False
         self._half_closed = True
         self._phase = _DISCARD
+        if self._deadline is None:  # never without one: the sweep ends the linger
+            self._deadline = self.loop.time() + self.limits.body_timeout
         self.transport.write_eof()
         return True
 

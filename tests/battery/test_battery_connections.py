@@ -220,7 +220,9 @@ def _flood(port: int, n: int, deadline_s: float) -> dict[str, int | list[str]]:
 @pytest.fixture(scope="module")
 def flood_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     raise_fd_limit(3 * 4096 + 512)  # the server (a child) inherits it
-    srv = RuntimeServer(models_dir, log_path=tmp_path_factory.mktemp("flood") / "server.log")
+    # SHED_LAG_MS=0: a request shed with 503 under the flood would count as a failed one
+    srv = RuntimeServer(models_dir, log_path=tmp_path_factory.mktemp("flood") / "server.log",
+                        env={"SHED_LAG_MS": "0"})
     try:
         srv.wait_ready()
         for _ in range(200):  # warm up before the first RSS figure

@@ -5,7 +5,9 @@ sent byte by byte, a body shorter than its Content-Length. Also small process fi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import resource
 import select
 import socket
@@ -110,6 +112,21 @@ class RawConn:
             if not data:
                 return "eof"
 
+    def closed_by_server(self, timeout: float) -> bool:
+        """After the server's FIN (`wait_closed` said "eof"): whether the server closed its
+        socket, rather than only half-closing it and reading on. Data sent to a closed
+        socket is answered with a reset, which the next send reports (EPIPE); a CRLF is
+        what a parser between two requests skips."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.sendall(b"\r\n")
+            except OSError:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
     def is_open(self) -> bool:
         """Nothing to read (no EOF, no reset, no bytes) right now."""
         return not readable(self.sock, 0)
@@ -124,6 +141,26 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def socket_fds(pid: int) -> int:
+    """Sockets process `pid` holds open (listening ones and connections), from /proc."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def wait_socket_fds(pid: int, at_most: int, timeout: float) -> int:
+    """Poll until process `pid` holds at most `at_most` sockets or `timeout` passes; the
+    last count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = socket_fds(pid)
+        if count <= at_most or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.05)
 
 
 def raise_fd_limit(wanted: int) -> int:
