@@ -85,16 +85,17 @@ def path_for(api_version: str, kind: str, namespace: str, name: str | None = Non
     return f"{base}/{name}" if name else base
 
 
-def controlled_by(obj: dict[str, Any], uid: str) -> bool:
-    return any(
-        r.get("uid") == uid and r.get("controller")
-        for r in obj.get("metadata", {}).get("ownerReferences", []) or []
-    )
 
 
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
+    # The API server allows at most one controller reference per object.
     refs = obj.get("metadata", {}).get("ownerReferences", []) or []
     return next((r for r in refs if r.get("controller")), None)
+
+
+def controlled_by(obj: dict[str, Any], uid: str) -> bool:
+    ref = _controller(obj)
+    return ref is not None and ref.get("uid") == uid
 
 
 def left_by_predecessor(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
@@ -214,17 +215,6 @@ class Kube:
         live = self.get(path)
         if live is None or not controlled_by(live, owner_uid):
             return False
-        return self._delete_exact(path, live)
-
-    def _owner_is_current(self, namespace: str, manifest: dict[str, Any]) -> bool:
-        """The manifest's controller is the MLModel that exists now (a reconcile holding a
-        stale body must never take a successor's children)."""
-        ref = _controller(manifest) or {}
-        current = self.get_mlmodel(namespace, str(ref.get("name", "")))
-        return current is not None and current["metadata"].get("uid") == ref.get("uid")
-
-    def _delete_exact(self, path: str, live: dict[str, Any]) -> bool:
-        """Delete exactly `live` (never a same-named newcomer); False if already gone."""
         try:
             self.request(
                 "DELETE",
@@ -233,6 +223,7 @@ class Kube:
                     "kind": "DeleteOptions",
                     "apiVersion": "v1",
                     "propagationPolicy": "Background",
+                    # Only the object we looked at, never a same-named newcomer.
                     "preconditions": {"uid": live["metadata"]["uid"]},
                 },
             )
@@ -241,6 +232,13 @@ class Kube:
                 return False
             raise
         return True
+
+    def _owner_is_current(self, namespace: str, manifest: dict[str, Any]) -> bool:
+        """The manifest's controller is the MLModel that exists now (a reconcile holding a
+        stale body must never take a successor's children)."""
+        ref = _controller(manifest) or {}
+        current = self.get_mlmodel(namespace, str(ref.get("name", "")))
+        return current is not None and current["metadata"].get("uid") == ref.get("uid")
 
     # --- pods (read only) ------------------------------------------------------------------
 

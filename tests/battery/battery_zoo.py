@@ -1,5 +1,5 @@
 """The runtime tests' `zoo` and `zoo_server` (tests/runtime/conftest.py) for tests/battery:
-a test module does `from battery_zoo import zoo, zoo_server`.
+tests/battery/conftest.py imports them, so every battery module can ask for them.
 
 The runtime conftest is loaded by path under its own module name (pytest's own import of
 it, as the conftest of tests/runtime, is not disturbed) and its fixture functions build

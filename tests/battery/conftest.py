@@ -11,6 +11,10 @@ import os
 
 import pytest
 
+# The runtime tests' zoo and real server, shared by every battery module that asks for them
+# (instances kept in battery_zoo: one zoo and one server per session).
+from battery_zoo import zoo, zoo_server  # noqa: F401 (fixtures)
+
 
 def soak_enabled() -> bool:
     return os.environ.get("N1V1_SOAK", "").lower() in ("1", "true", "yes")

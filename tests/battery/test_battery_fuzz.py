@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import battery_zoo
 import httpx
 from battery_zoo import (
     CLASSIFIERS,
@@ -38,10 +37,6 @@ from battery_zoo import (
 )
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-
-# the shared zoo and real server (tests/battery/battery_zoo.py)
-zoo = battery_zoo.zoo
-zoo_server = battery_zoo.zoo_server
 
 MODELS = sorted(ZOO_FEATURES)
 V2_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 
-import battery_zoo
 import httpx
 import pytest
 from battery_zoo import (
@@ -19,10 +18,6 @@ from battery_zoo import (
     ZOO_FEATURES,
     error_shape_problem,
 )
-
-# the shared zoo and real server (tests/battery/battery_zoo.py)
-zoo = battery_zoo.zoo
-zoo_server = battery_zoo.zoo_server
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 

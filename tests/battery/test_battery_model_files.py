@@ -436,7 +436,7 @@ def hostile_variants(src: Sources, soak: bool) -> list[Variant]:
 
     @add("pickle-unsafe-string-flag", r"allow_unsafe.*true or false|model\.joblib.*pickle",
          marker=True)
-    def _(c, f):  # only the JSON boolean true opts in, not the string "true"
+    def _(c, f):  # a folder's own opt-in is never honoured, as a string or a boolean
         write_folder(f, {**SK, "allow_unsafe": "true"}, {"model.joblib": pickle.dumps(
             payloads.ExecOnUnpickle(c.marker(f.name)))})
 

@@ -23,12 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import battery_zoo
 import httpx
-
-# the shared zoo and real server (tests/battery/battery_zoo.py)
-zoo = battery_zoo.zoo
-zoo_server = battery_zoo.zoo_server
 
 MODEL_DEPENDENT = r"^/(predict|predict/batch|v2/models/\{name\}(/versions/\{version\})?/infer)$"
 CONFIG = f"""\
