@@ -316,10 +316,26 @@ class Kube:
         try:
             self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
         except ApiException as e:
-            log.warning(
-                "could not record event %s on %s/%s: %s",
+            detail = _api_message(e)
+            # A namespace being deleted refuses new objects with 403; that is not a
+            # permission problem, and the MLModel is about to go with it.
+            level = logging.DEBUG if "being terminated" in detail else logging.WARNING
+            log.log(
+                level,
+                "could not record event %s on %s/%s: %s %s",
                 reason,
                 meta["namespace"],
                 meta["name"],
                 e.status,
+                detail,
             )
+
+
+def _api_message(e: ApiException) -> str:
+    """The API server's Status message, one line, for a log; the raw body if not JSON."""
+    body = e.body if isinstance(e.body, str) else (e.body or b"").decode("utf-8", "replace")
+    try:
+        message = json.loads(body).get("message", "")
+    except (ValueError, AttributeError):
+        message = body
+    return " ".join(str(message).split())[:300]
