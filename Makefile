@@ -5,7 +5,7 @@ venv:
 
 # Main job: train a small scikit-learn and a small XGBoost model, serve them, print a curl.
 demo: venv
-	.venv/bin/python -m serving_runtime.demo
+	.venv/bin/python -m serving_runtime.tools.demo
 
 # Everything CI runs.
 test:
@@ -13,6 +13,7 @@ test:
 
 lint: venv
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 unit: venv
 	.venv/bin/pytest -q tests

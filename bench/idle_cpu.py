@@ -36,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     args = ap.parse_args()
-    from serving_runtime.demo import train
+    from serving_runtime.tools.demo import train
 
     models = Path(tempfile.mkdtemp(prefix="n1v1-idle-"))
     bodies = train(models)

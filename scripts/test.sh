@@ -8,15 +8,19 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 echo "[test] ruff"
 .venv/bin/ruff check .
+echo "[test] mypy"
+.venv/bin/mypy
 echo "[test] chart CRD copy matches crds/"
 .venv/bin/python scripts/gen_chart_crd.py --check
+echo "[test] docs/crd-reference.md matches crds/"
+.venv/bin/python scripts/crd_reference.py --check
 # tests/chart renders the chart with the pinned helm before any cluster exists.
 e2e/cluster/build helm
-# tests/runtime/test_runtime_demo.py runs the curl commands `make demo` prints.
+# tests/tools/test_demo.py runs the curl commands `make demo` prints.
 command -v curl >/dev/null || (source images/lib.sh && apt_install curl)
 echo "[test] unit tests (no cluster)"
 .venv/bin/pytest -q tests
-# --- container images (README "Container images"): installs and starts a Docker engine if
+# --- container images (docs/development.md, "Container images"): installs and starts a Docker engine if
 # none answers, makes the local base image, builds both images; the e2e/images tests run
 # them. Cached: a warm run only checks.
 echo "[test] container images"

@@ -16,14 +16,14 @@ from serving_runtime.errors import (
     ServingError,
     UnsafeArtifactError,
 )
-from serving_runtime.inference import (
+from serving_runtime.models.folder import LoadedModel, is_valid_model_name, load_model, save_model
+from serving_runtime.models.inference import (
     infer_v2,
     model_name_of,
     parse_json,
     predict_batch_from_body,
     predict_from_body,
 )
-from serving_runtime.model_folder import LoadedModel, is_valid_model_name, load_model, save_model
 
 __version__ = "0.1.0"
 

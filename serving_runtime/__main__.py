@@ -91,7 +91,7 @@ def serve_parser() -> argparse.ArgumentParser:
 
 def http_protocol() -> Any:
     """uvicorn's `http=`: the protocol that sends a response in one write
-    (serving_runtime/fastpath/http_protocol.py), or uvicorn's default where httptools,
+    (serving_runtime/server/http_protocol.py), or uvicorn's default where httptools,
     which it builds on, is not installed."""
     if importlib.util.find_spec("httptools") is None:
         logging.getLogger("serving_runtime").warning(
@@ -99,7 +99,7 @@ def http_protocol() -> Any:
             "(two writes per response, slower; no HEADER_TIMEOUT_SECONDS, "
             "BODY_TIMEOUT_SECONDS or MAX_CONNECTIONS_PER_WORKER)")
         return "auto"
-    from serving_runtime.fastpath.http_protocol import CoalescingHttpToolsProtocol
+    from serving_runtime.server.http_protocol import CoalescingHttpToolsProtocol
 
     return CoalescingHttpToolsProtocol
 
@@ -110,7 +110,7 @@ def serve(argv: Sequence[str]) -> int:
 
     from pydantic import ValidationError
 
-    from serving_runtime.settings import Settings
+    from serving_runtime.server.settings import Settings
 
     try:
         settings = Settings(**overrides)
@@ -119,19 +119,19 @@ def serve(argv: Sequence[str]) -> int:
         return 2
     common = dict(host=settings.host, port=settings.port, log_config=None, access_log=False,
                   log_level=settings.log_level, server_header=False, http=http_protocol())
-    from serving_runtime import server
+    from serving_runtime.server import uvicorn_server as server
 
     if settings.workers == 1:
-        from serving_runtime.app import create_app
-        from serving_runtime.fastpath.asgi import with_hot_path
+        from serving_runtime.server.app import create_app
+        from serving_runtime.server.hot_path import with_hot_path
 
-        # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/fastpath)
+        # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/models/trees)
         return server.run_single(with_hot_path(create_app(settings)),
                                  drain_seconds=settings.drain_seconds, settings=settings,
                                  **common)
     if "inference_threads" not in overrides and "INFERENCE_THREADS" not in os.environ:
         # the CPUs are shared by the worker processes: no oversubscription by default
-        from serving_runtime.settings import available_cpus
+        from serving_runtime.server.settings import available_cpus
 
         settings.inference_threads = max(1, available_cpus() // settings.workers)
     # Worker processes rebuild the settings from the environment: hand them the flags.
@@ -142,14 +142,14 @@ def serve(argv: Sequence[str]) -> int:
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     os.environ["N1V1_RELOAD_DIR"] = os.path.join(state, "reload")
     os.makedirs(os.environ["N1V1_RELOAD_DIR"], exist_ok=True)
-    return server.run_workers("serving_runtime.app:create_app_from_env",
+    return server.run_workers("serving_runtime.server.app:create_app_from_env",
                               workers=settings.workers, **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "save":
-        from serving_runtime import cli_save
+        from serving_runtime.tools import save as cli_save
 
         p = argparse.ArgumentParser(prog="python -m serving_runtime")
         cli_save.add_parser(p.add_subparsers(dest="command", required=True))

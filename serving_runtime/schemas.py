@@ -3,7 +3,7 @@ docs) and the client (to build and read bodies) take them from.
 
 The server's hot routes do NOT validate requests with these models (pydantic costs
 more than the prediction for a one-row request); they parse with orjson and the
-hand-written checks in `serving_runtime.inference`, which produce the same 422
+hand-written checks in `serving_runtime.models.inference`, which produce the same 422
 messages whatever the caller. These classes document the shapes and type the client.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# The documented request rules (checked by hand in serving_runtime.inference/features, the
+# The documented request rules (checked by hand in serving_runtime.models.inference/features, the
 # same bounds): model names are DNS-1123 labels; correlation ids follow the X-Correlation-ID
 # rule; feature values are finite numbers within float32 range.
 FLOAT32_MAX = 3.4028234663852886e38

@@ -109,7 +109,7 @@ def test_runtime_serves_demo_models_read_only_as_non_root(
 def test_runtime_image_fetch_entrypoint_as_init_container(
     images, demo_models, tmp_path
 ) -> None:
-    """The operator runs the same image with `python -m serving_runtime.fetch` to fill an
+    """The operator runs the same image with `python -m serving_runtime.tools.fetch` to fill an
     emptyDir at /app/models; here the emptyDir is a host folder owned by UID 10001."""
     dest = tmp_path / "models"
     dest.mkdir()
@@ -119,7 +119,7 @@ def test_runtime_image_fetch_entrypoint_as_init_container(
         "-v", f"{demo_models.folder}:/mnt/model-source:ro",
         "-v", f"{dest}:/app/models",
         "--entrypoint", "python", images.runtime,
-        "-m", "serving_runtime.fetch",
+        "-m", "serving_runtime.tools.fetch",
         "--uri", "file:///mnt/model-source/demo-sklearn",
         "--dest", "/app/models", "--name", "fetched", "--framework", "sklearn",
         "--version", "1.0.0",

@@ -53,7 +53,7 @@ def test_children_with_owner_references_and_expected_spec(
     (runtime,) = pod["containers"]
     (fetch,) = pod["initContainers"]
     assert runtime["image"] == "n1v1-ml-serving:0.1.0"  # the operator's default image
-    assert fetch["args"][:2] == ["-m", "serving_runtime.fetch"]
+    assert fetch["args"][:2] == ["-m", "serving_runtime.tools.fetch"]
     assert fetch["args"][-2:] == ["--sha256", "ab" * 32]
     env = _env(dep)
     assert (env["PRELOAD_MODELS"], env["MODELS_DIR"], env["PORT"]) == (

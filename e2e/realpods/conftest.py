@@ -27,7 +27,7 @@ import pytest
 from e2e.helpers import free_port
 from e2e.mlmodels import MLModels
 from e2e.realpods.cluster import REAL_NODE_LABEL, place_on_real_node
-from tests.runtime.tls_support import self_signed, server_context
+from tests.support.tls_support import self_signed, server_context
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def test_s3_example_served_from_moto(realpods, on_real_node, s3_server, tmp_path
     # The local side fetches the very same object the way the init container did.
     models_dir = tmp_path / "models"
     subprocess.run(
-        [sys.executable, "-m", "serving_runtime.fetch", "--uri",
+        [sys.executable, "-m", "serving_runtime.tools.fetch", "--uri",
          mlmodel["spec"]["model"]["uri"], "--dest", str(models_dir), "--name", "churn-xgb",
          "--framework", "xgboost", "--version", version],
         env={**os.environ, **creds}, check=True, capture_output=True, text=True)

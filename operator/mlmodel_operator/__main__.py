@@ -13,8 +13,8 @@ from prometheus_client import start_http_server
 
 from . import handlers
 from .apply import Kube
+from .names import API_VERSION, GROUP, OPERATOR_HEALTH_PATH, PLURAL, VERSION
 from .settings import OperatorSettings, load_settings
-from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("mlmodel_operator")
 
@@ -36,14 +36,14 @@ def run(settings: OperatorSettings) -> None:
         # was actually changed, so keep kopf's per-object chatter for debug runs.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kube = _kube_client()
-    if not kube.has_resource(f"{GROUP}/{VERSION}", PLURAL):
+    if not kube.has_resource(API_VERSION, PLURAL):
         # Without the CRD there is nothing to watch; exiting lets the pod restart until the
         # chart (or kubectl apply -f crds/) has installed it.
         log.error(
             "the %s/%s %s resource is not served: install crds/ first", GROUP, VERSION, PLURAL
         )
         raise SystemExit(1)
-    handlers.configure(settings, kube)
+    handlers.register_resync(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     namespaces = settings.namespace_list()
@@ -58,8 +58,12 @@ def run(settings: OperatorSettings) -> None:
         namespaces=namespaces,
         standalone=not settings.peering_name,
         peering_name=settings.peering_name or None,
+        # Settings and the Kube client reach the handlers through kopf's memo.
+        memo=handlers.operator_memo(settings, kube),
         liveness_endpoint=(
-            f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+            f"http://0.0.0.0:{settings.health_port}{OPERATOR_HEALTH_PATH}"
+            if settings.health_port
+            else None
         ),
     )
 

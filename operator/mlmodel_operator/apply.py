@@ -19,8 +19,18 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .builders import FIELD_MANAGER
-from .spec import GROUP, KIND, PLURAL, VERSION
+from .names import (
+    API_VERSION,
+    FIELD_MANAGER,
+    GROUP,
+    HANDOVER_MANAGER,
+    KIND,
+    PLURAL,
+    PROMETHEUS_RULE_API_VERSION,
+    PROMETHEUS_RULE_KIND,
+    PROMETHEUS_RULE_PLURAL,
+    VERSION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +43,12 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
         "/apis/autoscaling/v2",
         "horizontalpodautoscalers",
     ),
-    ("monitoring.coreos.com/v1", "PrometheusRule"): (
-        "/apis/monitoring.coreos.com/v1",
-        "prometheusrules",
+    (PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_KIND): (
+        f"/apis/{PROMETHEUS_RULE_API_VERSION}",
+        PROMETHEUS_RULE_PLURAL,
     ),
-    (f"{GROUP}/{VERSION}", KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
+    (API_VERSION, KIND): (f"/apis/{GROUP}/{VERSION}", PLURAL),
 }
-
-
-HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
 
 
 def owns_field(obj: dict[str, Any], manager: str, *path: str) -> bool:
@@ -85,8 +92,6 @@ def path_for(api_version: str, kind: str, namespace: str, name: str | None = Non
     return f"{base}/{name}" if name else base
 
 
-
-
 def _controller(obj: dict[str, Any]) -> dict[str, Any] | None:
     # The API server allows at most one controller reference per object.
     refs = obj.get("metadata", {}).get("ownerReferences", []) or []
@@ -107,7 +112,10 @@ def left_by_predecessor(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
         return False
     group = lambda ref: str(ref.get("apiVersion", "")).split("/")[0]  # noqa: E731
     return (old.get("kind"), old.get("name"), group(old)) == (
-        new.get("kind"), new.get("name"), group(new))
+        new.get("kind"),
+        new.get("name"),
+        group(new),
+    )
 
 
 class Kube:
@@ -159,16 +167,25 @@ class Kube:
         meta = manifest["metadata"]
         path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         live = self.get(path)
-        if live is not None and left_by_predecessor(live, manifest) and self._owner_is_current(
-                meta["namespace"], manifest):
+        if (
+            live is not None
+            and left_by_predecessor(live, manifest)
+            and self._owner_is_current(meta["namespace"], manifest)
+        ):
             # Deleted and re-created faster than the garbage collector (which lagged minutes
             # after an API server restart): adopt the old child. The apply below replaces
             # its ownerReferences (ours, by server-side apply) and brings it to this spec;
             # the collector re-checks owners before deleting, so it leaves it alone.
-            log.info("adopting %s %s/%s left by a deleted MLModel of the same name",
-                     manifest["kind"], meta["namespace"], meta["name"])
-            live = {**live, "metadata": {**live["metadata"],
-                                         "ownerReferences": meta.get("ownerReferences")}}
+            log.info(
+                "adopting %s %s/%s left by a deleted MLModel of the same name",
+                manifest["kind"],
+                meta["namespace"],
+                meta["name"],
+            )
+            live = {
+                **live,
+                "metadata": {**live["metadata"], "ownerReferences": meta.get("ownerReferences")},
+            }
         if live is not None and not controlled_by(live, owner_uid):
             raise NotOwnedError(
                 f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
@@ -255,12 +272,12 @@ class Kube:
     # --- the MLModel ----------------------------------------------------------------------
 
     def get_mlmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(path_for(f"{GROUP}/{VERSION}", KIND, namespace, name))
+        return self.get(path_for(API_VERSION, KIND, namespace, name))
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.request(
             "PATCH",
-            path_for(f"{GROUP}/{VERSION}", KIND, namespace, name) + "/status",
+            path_for(API_VERSION, KIND, namespace, name) + "/status",
             body={"status": status},
             content_type="application/merge-patch+json",
         )
@@ -296,7 +313,7 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": API_VERSION,
                 "kind": KIND,
                 "name": meta["name"],
                 "namespace": meta["namespace"],

@@ -1,7 +1,12 @@
 """Pure builders: typed spec in, plain-dict manifests out.
 
 Nothing here talks to Kubernetes or imports kopf, so every manifest can be checked in a
-unit test. Names and labels follow docs/contracts.md ("Children of an MLModel").
+unit test. Names and labels follow docs/contracts.md ("Children of an MLModel"); the names
+shared with the chart and the runtime are in names.py.
+
+The Deployment is assembled from parts, each a function of the typed spec:
+build_deployment -> deployment_spec -> pod_template -> pod_spec -> fetch_init_container,
+runtime_container (runtime_env, runtime_probes), pod_volumes, the security contexts.
 """
 
 from __future__ import annotations
@@ -15,26 +20,29 @@ from typing import Any
 
 import yaml
 
-from .spec import GROUP, KIND, VERSION, MLModelSpec
+from . import names
+from .names import (
+    FETCH_CONTAINER,
+    LOAD_FAILURES_METRIC,
+    RUNTIME_CONTAINER,
+    RUNTIME_PORT,
+    TEMPLATE_HASH_LABEL,
+    VERSION_LABEL,
+)
+from .names import FIELD_MANAGER as FIELD_MANAGER  # re-exported for `from .builders import`
+from .spec import MLModelSpec
 
-RUNTIME_PORT = 8000
+# Mount paths inside the pod: the operator's own choice, passed to the runtime and the fetch
+# step through env and arguments.
 MODELS_DIR = "/app/models"
 SOURCE_DIR = "/mnt/model-source"
 CA_BUNDLE_DIR = "/etc/n1v1/ca-bundle"
-FIELD_MANAGER = "n1v1-mlmodel-operator"
 RUNTIME_UID = 10001
 # Requests get this long to drain after the endpoint is removed from the Service.
 PRESTOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 30
-LATENCY_METRIC = "inference_latency_p95_seconds"
-ERROR_STATUS_RE = "server_error"
-LOAD_FAILURES_METRIC = "model_load_failures_total"
-FETCH_CONTAINER = "fetch-model"
-RUNTIME_CONTAINER = "runtime"
-VERSION_LABEL = "serving.n1v1.io/version"
-# A hash of the pod template the operator builds, on the template's own labels: pods carry
-# it, so status can tell pods of the current template from older ones (pod_diagnosis.py).
-TEMPLATE_HASH_LABEL = "serving.n1v1.io/template-hash"
+LATENCY_METRIC = names.LATENCY_P95_METRIC
+ERROR_STATUS_RE = names.SERVER_ERROR_STATUS
 
 
 @dataclass(frozen=True)
@@ -49,16 +57,16 @@ class Owner:
 
 def labels(name: str) -> dict[str, str]:
     return {
-        "app.kubernetes.io/name": "n1v1-ml-serving",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/managed-by": "n1v1-mlmodel-operator",
-        "serving.n1v1.io/model": name,
+        names.NAME_LABEL: names.APP_NAME,
+        names.INSTANCE_LABEL: name,
+        names.MANAGED_BY_LABEL: names.MANAGED_BY,
+        names.MODEL_LABEL: name,
     }
 
 
 def selector_labels(name: str) -> dict[str, str]:
     # Immutable once the Deployment exists: keep it to labels that never change.
-    return {"app.kubernetes.io/name": "n1v1-ml-serving", "app.kubernetes.io/instance": name}
+    return {names.NAME_LABEL: names.APP_NAME, names.INSTANCE_LABEL: name}
 
 
 def selector_string(name: str) -> str:
@@ -76,8 +84,8 @@ def _metadata(owner: Owner, name: str | None = None) -> dict[str, Any]:
         "labels": labels(owner.name),
         "ownerReferences": [
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
                 "name": owner.name,
                 "uid": owner.uid,
                 "controller": True,
@@ -99,7 +107,10 @@ def thread_layout(spec: MLModelSpec) -> tuple[int, int]:
     return workers, max(1, cpus // workers)
 
 
-def _source(spec: MLModelSpec) -> tuple[str, dict[str, Any] | None]:
+# --- Deployment parts ----------------------------------------------------------------------
+
+
+def model_source(spec: MLModelSpec) -> tuple[str, dict[str, Any] | None]:
     """(URI passed to fetch, volume for /mnt/model-source or None)."""
     m = spec.model
     pvc = m.pvc()
@@ -118,7 +129,16 @@ def _source(spec: MLModelSpec) -> tuple[str, dict[str, Any] | None]:
     return m.uri, None
 
 
-def _container_security() -> dict[str, Any]:
+def container_resources(spec: MLModelSpec) -> dict[str, Any]:
+    """Requests (always) and limits (when any) of both containers."""
+    requests, limits = spec.serving.resources.effective()
+    resources: dict[str, Any] = {"requests": requests}
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def container_security_context() -> dict[str, Any]:
     # Restricted Pod Security profile, plus a read-only root file system.
     return {
         "allowPrivilegeEscalation": False,
@@ -129,19 +149,22 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[str, Any]:
-    s = spec.serving
-    image = s.image or default_image
-    requests, limits = s.resources.effective()
-    resources: dict[str, Any] = {"requests": requests}
-    if limits:
-        resources["limits"] = limits
-    workers, threads = thread_layout(spec)
-    fetch_uri, source_volume = _source(spec)
+def pod_security_context() -> dict[str, Any]:
+    # fsGroup: the emptyDir volumes are writable by the non-root runtime user.
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
-    fetch_args = [
+
+def fetch_args(owner: Owner, spec: MLModelSpec, fetch_uri: str) -> list[str]:
+    """`python` arguments of the fetch step: download, verify and unpack into MODELS_DIR."""
+    args = [
         "-m",
-        "serving_runtime.fetch",
+        names.FETCH_MODULE,
         "--uri",
         fetch_uri,
         "--dest",
@@ -154,22 +177,35 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
         spec.model.version,
     ]
     if spec.model.sha256:
-        fetch_args += ["--sha256", spec.model.sha256]
-    fetch_mounts = [
+        args += ["--sha256", spec.model.sha256]
+    return args
+
+
+def fetch_init_container(
+    owner: Owner,
+    spec: MLModelSpec,
+    image: str,
+    resources: dict[str, Any],
+    fetch_uri: str,
+    *,
+    mounts_source: bool,
+) -> dict[str, Any]:
+    """The init container that puts the model folder into the shared `models` volume."""
+    mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": MODELS_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    if source_volume:
-        fetch_mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
+    if mounts_source:
+        mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
     fetch: dict[str, Any] = {
         "name": FETCH_CONTAINER,
         "image": image,
-        "imagePullPolicy": s.imagePullPolicy,
+        "imagePullPolicy": spec.serving.imagePullPolicy,
         "command": ["python"],
-        "args": fetch_args,
+        "args": fetch_args(owner, spec, fetch_uri),
         "resources": resources,
-        "securityContext": _container_security(),
-        "volumeMounts": fetch_mounts,
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
         # The fetch prints its one-line reason and exits with a code per kind of failure;
         # with this the kubelet keeps that log tail in the status, where the operator (and
         # `kubectl describe`) read it.
@@ -180,74 +216,96 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
         fetch["envFrom"] = [{"secretRef": {"name": spec.model.credentialsSecret}}]
     ca = spec.model.caBundle
     if ca:
-        fetch_mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
-        fetch["env"] = [{"name": "FETCH_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{ca.key}"}]
+        mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
+        fetch["env"] = [{"name": names.ENV_FETCH_CA_BUNDLE, "value": f"{CA_BUNDLE_DIR}/{ca.key}"}]
+    return fetch
 
+
+def runtime_env(owner: Owner, spec: MLModelSpec) -> list[dict[str, Any]]:
+    """The runtime's env: what the operator owns, defaults a user may override, then the
+    user's own (spec.serving.env)."""
+    workers, threads = thread_layout(spec)
     env: list[dict[str, Any]] = [
-        {"name": "MODELS_DIR", "value": MODELS_DIR},
-        {"name": "PRELOAD_MODELS", "value": owner.name},
-        {"name": "HOST", "value": "0.0.0.0"},
-        {"name": "PORT", "value": str(RUNTIME_PORT)},
+        {"name": names.ENV_MODELS_DIR, "value": MODELS_DIR},
+        {"name": names.ENV_PRELOAD_MODELS, "value": owner.name},
+        {"name": names.ENV_HOST, "value": "0.0.0.0"},
+        {"name": names.ENV_PORT, "value": str(RUNTIME_PORT)},
         {
-            "name": "ALLOW_UNSAFE_LOADING",
+            "name": names.ENV_ALLOW_UNSAFE_LOADING,
             "value": "true" if spec.model.allowUnsafeLoading else "false",
         },
         # Version and artifact are in the template so that changing them rolls the pods.
-        {"name": "MODEL_VERSION", "value": spec.model.version},
-        {"name": "MODEL_URI", "value": spec.model.uri},
+        {"name": names.ENV_MODEL_VERSION, "value": spec.model.version},
+        {"name": names.ENV_MODEL_URI, "value": spec.model.uri},
     ]
     if spec.model.sha256:
-        env.append({"name": "MODEL_SHA256", "value": spec.model.sha256})
-    user_names = {e.name for e in s.env}
-    if "WORKERS" not in user_names:
-        env.append({"name": "WORKERS", "value": str(workers)})
-    if "INFERENCE_THREADS" not in user_names:
-        env.append({"name": "INFERENCE_THREADS", "value": str(threads)})
-    if "EXIT_ON_LOAD_FAILURE" not in user_names:
+        env.append({"name": names.ENV_MODEL_SHA256, "value": spec.model.sha256})
+    user_names = {e.name for e in spec.serving.env}
+    if names.ENV_WORKERS not in user_names:
+        env.append({"name": names.ENV_WORKERS, "value": str(workers)})
+    if names.ENV_INFERENCE_THREADS not in user_names:
+        env.append({"name": names.ENV_INFERENCE_THREADS, "value": str(threads)})
+    if names.ENV_EXIT_ON_LOAD_FAILURE not in user_names:
         # A model that fails to load makes the container exit 3 with the reason as its
         # termination message, so the MLModel's status can say why (instead of a pod that
         # is live but never ready). A user may still set it to false.
-        env.append({"name": "EXIT_ON_LOAD_FAILURE", "value": "true"})
-    env += [e.model_dump(exclude_none=True) for e in s.env]
+        env.append({"name": names.ENV_EXIT_ON_LOAD_FAILURE, "value": "true"})
+    return env + [e.model_dump(exclude_none=True) for e in spec.serving.env]
 
-    http_get = {"port": "http", "scheme": "HTTP"}
-    runtime: dict[str, Any] = {
-        "name": RUNTIME_CONTAINER,
-        "image": image,
-        "imagePullPolicy": s.imagePullPolicy,
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
-        "env": env,
-        "resources": resources,
-        "securityContext": _container_security(),
-        "volumeMounts": [
-            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+
+def runtime_probes() -> dict[str, dict[str, Any]]:
+    """startupProbe, livenessProbe and readinessProbe of the runtime container."""
+    http_get = {"port": names.RUNTIME_PORT_NAME, "scheme": "HTTP"}
+    return {
         # Model loading can take a while; liveness only starts once startup has passed.
         "startupProbe": {
-            "httpGet": {**http_get, "path": "/v2/health/live"},
+            "httpGet": {**http_get, "path": names.LIVE_PATH},
             "periodSeconds": 2,
             "failureThreshold": 60,
             "timeoutSeconds": 2,
         },
         "livenessProbe": {
-            "httpGet": {**http_get, "path": "/v2/health/live"},
+            "httpGet": {**http_get, "path": names.LIVE_PATH},
             "periodSeconds": 10,
             "failureThreshold": 3,
             "timeoutSeconds": 2,
         },
         # Ready only when the model serves (the runtime's /v2/health/ready checks that).
         "readinessProbe": {
-            "httpGet": {**http_get, "path": "/v2/health/ready"},
+            "httpGet": {**http_get, "path": names.READY_PATH},
             "periodSeconds": 5,
             "failureThreshold": 2,
             "timeoutSeconds": 2,
         },
+    }
+
+
+def runtime_container(
+    owner: Owner, spec: MLModelSpec, image: str, resources: dict[str, Any]
+) -> dict[str, Any]:
+    """The serving container: reads the fetched model folder, serves on RUNTIME_PORT."""
+    return {
+        "name": RUNTIME_CONTAINER,
+        "image": image,
+        "imagePullPolicy": spec.serving.imagePullPolicy,
+        "ports": [
+            {"name": names.RUNTIME_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}
+        ],
+        "env": runtime_env(owner, spec),
+        "resources": resources,
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        **runtime_probes(),
         # Keep serving while the endpoint is removed from the Service, then stop.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
+
+def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         # Disk-backed: the runtime keeps prometheus multiprocess files (1 MiB mmaps per
@@ -256,49 +314,67 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     ]
     if source_volume:
         volumes.append(source_volume)
+    ca = spec.model.caBundle
     if ca:
         # optional: a missing ConfigMap or key fails the fetch with a message naming
         # spec.model.caBundle (exit 3, in the status), not a pod stuck mounting a volume.
-        volumes.append({"name": "ca-bundle", "configMap": {"name": ca.configMap,
-                                                           "optional": True}})
+        volumes.append({"name": "ca-bundle", "configMap": {"name": ca.configMap, "optional": True}})
+    return volumes
 
-    pod_spec: dict[str, Any] = {
+
+def pod_spec(owner: Owner, spec: MLModelSpec, image: str) -> dict[str, Any]:
+    s = spec.serving
+    resources = container_resources(spec)
+    fetch_uri, source_volume = model_source(spec)
+    out: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNTIME_UID,
-            "runAsGroup": RUNTIME_UID,
-            "fsGroup": RUNTIME_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "initContainers": [fetch],
-        "containers": [runtime],
-        "volumes": volumes,
+        "securityContext": pod_security_context(),
+        "initContainers": [
+            fetch_init_container(
+                owner, spec, image, resources, fetch_uri, mounts_source=source_volume is not None
+            )
+        ],
+        "containers": [runtime_container(owner, spec, image, resources)],
+        "volumes": pod_volumes(spec, source_volume),
     }
     if s.nodeSelector:
-        pod_spec["nodeSelector"] = dict(s.nodeSelector)
+        out["nodeSelector"] = dict(s.nodeSelector)
     if s.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(exclude_none=True) for t in s.tolerations]
+        out["tolerations"] = [t.model_dump(exclude_none=True) for t in s.tolerations]
+    return out
 
+
+def scrape_annotations() -> dict[str, str]:
+    # For a Prometheus that discovers pods by annotation (no ServiceMonitor needed).
+    return {
+        names.SCRAPE_ANNOTATION: "true",
+        names.SCRAPE_PORT_ANNOTATION: str(RUNTIME_PORT),
+        names.SCRAPE_PATH_ANNOTATION: names.METRICS_PATH,
+    }
+
+
+def pod_template(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[str, Any]:
+    """The pod template, stamped with the hash of itself (TEMPLATE_HASH_LABEL)."""
+    image = spec.serving.image or default_image
     template: dict[str, Any] = {
         "metadata": {
             "labels": {
                 **labels(owner.name),
                 VERSION_LABEL: _label_value(spec.model.version),
             },
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": str(RUNTIME_PORT),
-                "prometheus.io/path": "/metrics",
-            },
+            "annotations": scrape_annotations(),
         },
-        "spec": pod_spec,
+        "spec": pod_spec(owner, spec, image),
     }
     template["metadata"]["labels"][TEMPLATE_HASH_LABEL] = template_hash(template)
+    return template
 
-    deployment_spec: dict[str, Any] = {
+
+def deployment_spec(owner: Owner, spec: MLModelSpec, template: dict[str, Any]) -> dict[str, Any]:
+    s = spec.serving
+    out: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner.name)},
         "progressDeadlineSeconds": s.progressDeadlineSeconds,
         "revisionHistoryLimit": 5,
@@ -312,13 +388,16 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dic
     }
     if not s.autoscaling.enabled:
         # With autoscaling the HPA owns .spec.replicas; writing it would fight the HPA.
-        deployment_spec["replicas"] = s.replicas
+        out["replicas"] = s.replicas
+    return out
 
+
+def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner),
-        "spec": deployment_spec,
+        "spec": deployment_spec(owner, spec, pod_template(owner, spec, default_image)),
     }
 
 
@@ -348,7 +427,12 @@ def build_service(owner: Owner) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
             "ports": [
-                {"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"}
+                {
+                    "name": names.RUNTIME_PORT_NAME,
+                    "port": RUNTIME_PORT,
+                    "targetPort": names.RUNTIME_PORT_NAME,
+                    "protocol": "TCP",
+                }
             ],
         },
     }
@@ -418,7 +502,8 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """A Prometheus rule file ({"groups": [...]}) with the model's four alerts."""
     al = spec.alerting
     name, ns = owner.name, owner.namespace
-    sel = f'namespace="{ns}",model_name="{name}"'
+    sel = f'namespace="{ns}",{names.MODEL_NAME_METRIC_LABEL}="{name}"'
+    requests, status = names.REQUESTS_METRIC, names.STATUS_METRIC_LABEL
     pods = f'namespace="{ns}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
     latency_s = al.latencyP95ThresholdMilliseconds / 1000
     error_ratio = al.errorRateThresholdPercent / 100
@@ -444,15 +529,15 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
         rule(
             "MLModelHighLatencyP95",
             "histogram_quantile(0.95, sum by (le) "
-            f"(rate(inference_latency_seconds_bucket{{{sel}}}[5m]))) > {_fmt_number(latency_s)}",
+            f"(rate({names.LATENCY_BUCKET_SERIES}{{{sel}}}[5m]))) > {_fmt_number(latency_s)}",
             "warning",
             f"MLModel {ns}/{name}: p95 latency above {al.latencyP95ThresholdMilliseconds} ms",
             "p95 inference latency is {{ $value | humanizeDuration }} over the last 5 minutes.",
         ),
         rule(
             "MLModelHighErrorRate",
-            f'sum(rate(inference_requests_total{{{sel},status=~"{ERROR_STATUS_RE}"}}[5m]))'
-            f" / sum(rate(inference_requests_total{{{sel}}}[5m])) > {_fmt_number(error_ratio)}",
+            f'sum(rate({requests}{{{sel},{status}=~"{ERROR_STATUS_RE}"}}[5m]))'
+            f" / sum(rate({requests}{{{sel}}}[5m])) > {_fmt_number(error_ratio)}",
             "warning",
             f"MLModel {ns}/{name}: error rate above {_fmt_number(al.errorRateThresholdPercent)}%",
             "{{ $value | humanizePercentage }} of inference requests failed "
@@ -460,7 +545,7 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
         ),
         rule(
             "MLModelServiceDown",
-            f"absent(up{{{pods}}} == 1)",
+            f"absent({names.SCRAPE_UP_METRIC}{{{pods}}} == 1)",
             "critical",
             f"MLModel {ns}/{name}: no runtime pod is up",
             "Prometheus scrapes no healthy runtime pod of this model: the Service has no backend.",
@@ -481,8 +566,8 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
 
 def build_prometheus_rule(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
+        "apiVersion": names.PROMETHEUS_RULE_API_VERSION,
+        "kind": names.PROMETHEUS_RULE_KIND,
         "metadata": _metadata(owner),
         "spec": build_alert_rules(owner, spec),
     }
@@ -495,10 +580,12 @@ def alert_configmap_name(name: str) -> str:
 def build_alert_configmap(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """Fallback when the PrometheusRule CRD is missing: the same rules as a rule file."""
     meta = _metadata(owner, alert_configmap_name(owner.name))
-    meta["labels"] = {**meta["labels"], "serving.n1v1.io/alert-rules": "true"}
+    meta["labels"] = {**meta["labels"], names.ALERT_RULES_LABEL: "true"}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta,
-        "data": {"rules.yaml": yaml.safe_dump(build_alert_rules(owner, spec), sort_keys=False)},
+        "data": {
+            names.ALERT_RULES_KEY: yaml.safe_dump(build_alert_rules(owner, spec), sort_keys=False)
+        },
     }

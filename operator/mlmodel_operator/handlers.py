@@ -4,6 +4,10 @@ Triggers: the MLModel's create/update/resume, watch events of its children (a de
 hand-edited child is put back at once), its pods (so Ready names why they are not ready
 within seconds), and a resync timer as the level-triggered backstop (it also covers the
 PrometheusRule, which is not watched because its CRD may be missing).
+
+State lives in kopf's memo, not in module globals: __main__ passes the operator memo
+(operator_memo: settings, the Kube client, the pods' last diagnoses) to kopf.run, and every
+resource handler's memo is a shallow copy of it, so they all share those objects.
 """
 
 from __future__ import annotations
@@ -16,31 +20,76 @@ import kopf
 
 from . import reconcile as rec
 from .apply import Kube
+from .names import (
+    FINALIZER,
+    GROUP,
+    KIND,
+    KOPF_ANNOTATION_PREFIX,
+    KOPF_DIFFBASE_KEY,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    MODEL_LABEL,
+    PLURAL,
+    VERSION,
+)
 from .pod_diagnosis import Diagnosis, diagnose_pod
 from .settings import OperatorSettings
-from .spec import GROUP, KIND, PLURAL, VERSION, SpecError
+from .spec import SpecError
 
 log = logging.getLogger(__name__)
 
-MANAGED = {"app.kubernetes.io/managed-by": "n1v1-mlmodel-operator"}
-MODEL_LABEL = "serving.n1v1.io/model"
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 # Pods are watched with this server-side selector: only the runtime pods of MLModels reach
 # the operator, not every pod of the cluster.
 POD_SELECTOR = ",".join([*(f"{k}={v}" for k, v in MANAGED.items()), MODEL_LABEL])
 
 
-class _State:
-    settings = OperatorSettings()
-    kube: Kube | None = None
+# --- pods' memory (defined first: the operator memo holds one) ----------------------------
+# Pods are owned by ReplicaSets, not by the MLModel: they are mapped to it by their
+# serving.n1v1.io/model label (from the pod template). A pod changes status many times on
+# its way to ready (scheduled, init running, started, ready) and again on every restart of a
+# crash loop; only a change of what the pod alone says is wrong (pod_diagnosis.diagnose_pod)
+# can change the MLModel's status — readiness itself arrives through the Deployment watch —
+# so every other pod event is dropped (_pod_event), and the rest are coalesced per MLModel.
+# On a cluster where pods simply become ready (kwok) pod events cause no reconcile at all.
+_POD_MEMORY_MAX = 10_000  # uids remembered; beyond that start afresh (only costs reconciles)
 
 
-STATE = _State()
+class PodMemory:
+    """The last diagnosis seen of each runtime pod, by uid (shared by all pod handlers)."""
+
+    def __init__(self, max_pods: int = _POD_MEMORY_MAX) -> None:
+        self._seen: dict[str, Diagnosis | None] = {}
+        self._max = max_pods
+        # Handlers run in kopf's thread pool: pod events of different pods race here.
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def changed(self, uid: str, event_type: str, diagnosis: Diagnosis | None) -> bool:
+        """Remember the pod's diagnosis; True when it differs from the last one seen (a pod
+        seen for the first time counts as having had none)."""
+        with self._lock:
+            if event_type == "DELETED":
+                return self._seen.pop(uid, None) is not None
+            before = self._seen.get(uid)
+            if uid not in self._seen and len(self._seen) >= self._max:
+                self._seen.clear()
+            self._seen[uid] = diagnosis
+            return diagnosis != before
 
 
-def configure(settings: OperatorSettings, kube: Kube) -> None:
-    """Set the runtime state and register the resync timer (its period is a setting)."""
-    STATE.settings = settings
-    STATE.kube = kube
+# --- the operator memo ---------------------------------------------------------------------
+
+
+def operator_memo(settings: OperatorSettings, kube: Kube) -> kopf.Memo:
+    """The memo to pass as kopf.run(memo=...): what every handler reads."""
+    return kopf.Memo(settings=settings, kube=kube, pods=PodMemory())
+
+
+def register_resync(settings: OperatorSettings) -> None:
+    """Register the resync timer; before kopf.run, as its period is a setting."""
     kopf.timer(
         GROUP,
         VERSION,
@@ -51,13 +100,23 @@ def configure(settings: OperatorSettings, kube: Kube) -> None:
     )(mlmodel_resync)
 
 
-def _run(namespace: str, name: str, trigger: str, *, coalesce: bool = False) -> None:
-    assert STATE.kube is not None, "handlers.configure() was not called"
+def _namespace(namespace: str | None) -> str:
+    """kopf types `namespace` for cluster-scoped resources too; an MLModel always has one."""
+    if namespace is None:
+        raise kopf.PermanentError("an MLModel without a namespace (the CRD is namespaced)")
+    return namespace
+
+
+def _run(
+    memo: kopf.Memo, namespace: str, name: str, trigger: str, *, coalesce: bool = False
+) -> None:
+    kube = memo.get("kube")
+    assert kube is not None, "no Kube client in the memo: kopf.run(memo=operator_memo(...))"
     rec.reconcile(
-        STATE.kube,
+        kube,
         namespace,
         name,
-        runtime_image=STATE.settings.runtime_image,
+        runtime_image=memo.settings.runtime_image,
         trigger=trigger,
         coalesce=coalesce,
     )
@@ -67,24 +126,30 @@ WATCH_CLIENT_MARGIN_SECONDS = 15
 
 
 @kopf.on.startup()
-def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Run without __main__ (`kopf run handlers.py`): settings from the env, no Kube client
+    # (reconciles then fail, as before), a fresh pods' memory.
+    operator: OperatorSettings = memo.setdefault("settings", OperatorSettings())
+    memo.setdefault("pods", PodMemory())
     # Keep kopf's bookkeeping out of .status (the operator writes status itself) and under
     # our own annotation prefix.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
     )
-    settings.persistence.finalizer = f"{GROUP}/kopf-finalizer"
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_ANNOTATION_PREFIX, key=KOPF_DIFFBASE_KEY
+    )
+    settings.persistence.finalizer = FINALIZER
     # Only problems become kopf's own Events; ours say what was done.
     settings.posting.level = logging.WARNING
     # The API server ends each watch after server_timeout; a stream that goes silent without
     # closing (a dead proxy, a half-open TCP connection) is dropped by the client a little
     # later and re-established, so no change waits longer than about that.
-    watch = STATE.settings.watch_timeout_seconds
+    watch = operator.watch_timeout_seconds
     settings.watching.server_timeout = watch
     settings.watching.client_timeout = watch + WATCH_CLIENT_MARGIN_SECONDS
     settings.watching.connect_timeout = 10
-    if STATE.settings.namespace_list():
+    if operator.namespace_list():
         # Exact namespace names: kopf's namespace (and CRD) scanning would only add a
         # cluster-wide list/watch the operator does not need; __main__ checks at start that
         # the MLModel CRD is served instead.
@@ -96,9 +161,11 @@ def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def mlmodel_changed(namespace: str, name: str, reason: str, **_: Any) -> None:
+def mlmodel_changed(
+    *, namespace: str | None, name: str, reason: str, memo: kopf.Memo, **_: Any
+) -> None:
     try:
-        _run(namespace, name, getattr(reason, "value", str(reason)))
+        _run(memo, _namespace(namespace), name, getattr(reason, "value", str(reason)))
     except SpecError as exc:
         # Status and an Event already say what is wrong; retrying cannot fix the manifest.
         raise kopf.PermanentError(str(exc)) from exc
@@ -106,17 +173,17 @@ def mlmodel_changed(namespace: str, name: str, reason: str, **_: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=10) from exc
 
 
-def mlmodel_resync(namespace: str, name: str, **_: Any) -> None:
+def mlmodel_resync(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     try:
-        _run(namespace, name, "timer")
+        _run(memo, _namespace(namespace), name, "timer")
     except (SpecError, rec.ReconcileError) as exc:
         log.warning("resync of %s/%s failed: %s", namespace, name, exc)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def mlmodel_deleted(namespace: str, name: str, **_: Any) -> None:
+def mlmodel_deleted(*, namespace: str | None, name: str, **_: Any) -> None:
     # optional=True: no finalizer; children go through garbage collection.
-    rec._forget(namespace, name)
+    rec._forget(_namespace(namespace), name)
 
 
 def _owner_name(body: kopf.Body) -> str | None:
@@ -130,12 +197,14 @@ def _owner_name(body: kopf.Body) -> str | None:
     return None
 
 
-def _child_event(body: kopf.Body, type: str | None, namespace: str | None, **_: Any) -> None:
+def _child_event(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     owner = _owner_name(body)
     if not owner or not namespace or type is None:
         return  # type None: the initial listing; the MLModel's resume handler covers it
     try:
-        _run(namespace, owner, f"child:{body.get('kind', '?')}")
+        _run(memo, namespace, owner, f"child:{body.get('kind', '?')}")
     except (SpecError, rec.ReconcileError) as exc:
         log.warning(
             "reconcile of %s/%s after a %s event failed: %s",
@@ -155,43 +224,20 @@ for _group, _version, _plural in (
     kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(_child_event)
 
 
-# --- pods -------------------------------------------------------------------------------
-# Pods are owned by ReplicaSets, not by the MLModel: they are mapped to it by their
-# serving.n1v1.io/model label (from the pod template). A pod changes status many times on
-# its way to ready (scheduled, init running, started, ready) and again on every restart of a
-# crash loop; only a change of what the pod alone says is wrong (pod_diagnosis.diagnose_pod)
-# can change the MLModel's status — readiness itself arrives through the Deployment watch —
-# so every other pod event is dropped here, and the rest are coalesced per MLModel. On a
-# cluster where pods simply become ready (kwok) pod events cause no reconcile at all.
-_POD_MEMORY_MAX = 10_000  # uids remembered; beyond that start afresh (only costs reconciles)
-_pod_seen: dict[str, Diagnosis | None] = {}
-_pod_seen_guard = threading.Lock()
-
-
-def pod_changed(uid: str, event_type: str, diagnosis: Diagnosis | None) -> bool:
-    """Remember the pod's diagnosis; True when it differs from the last one seen (a pod
-    seen for the first time counts as having had none)."""
-    with _pod_seen_guard:
-        if event_type == "DELETED":
-            return _pod_seen.pop(uid, None) is not None
-        before = _pod_seen.get(uid)
-        if uid not in _pod_seen and len(_pod_seen) >= _POD_MEMORY_MAX:
-            _pod_seen.clear()
-        _pod_seen[uid] = diagnosis
-        return diagnosis != before
-
-
+# --- pods (why most pod events are dropped: see PodMemory) ---------------------------------
 @kopf.on.event("", "v1", "pods", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT}, id="pods")
-def _pod_event(body: kopf.Body, type: str | None, namespace: str | None, **_: Any) -> None:
+def _pod_event(
+    body: kopf.Body, type: str | None, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     meta = body.get("metadata", {})
     model = (meta.get("labels") or {}).get(MODEL_LABEL)
     uid = meta.get("uid")
     if not model or not uid or not namespace or type is None:
         return  # type None: the initial listing; the MLModel's resume handler covers it
     diagnosis = None if type == "DELETED" else diagnose_pod(dict(body))
-    if not pod_changed(uid, type, diagnosis):
+    if not memo.pods.changed(uid, type, diagnosis):
         return
     try:
-        _run(namespace, model, "pod", coalesce=True)
+        _run(memo, namespace, model, "pod", coalesce=True)
     except (SpecError, rec.ReconcileError) as exc:
         log.warning("reconcile of %s/%s after a pod event failed: %s", namespace, model, exc)

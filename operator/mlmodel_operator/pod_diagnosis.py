@@ -8,7 +8,7 @@ condition reason + message for the MLModel.
 
 Which pods count: only pods of the Deployment's CURRENT template (`current_pods`). Old pods
 must not be blamed for a new version, nor new ones for the old. The operator stamps every
-pod template with `builders.TEMPLATE_HASH_LABEL`, a hash of the template it builds (version,
+pod template with `names.TEMPLATE_HASH_LABEL`, a hash of the template it builds (version,
 image, env, resources, everything), and pods inherit it; a pod is current when its label
 equals the live Deployment template's. This needs nothing but the pods themselves (no
 ReplicaSet reads, so no extra RBAC) and is exact for every change the operator makes, also
@@ -28,10 +28,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .builders import FETCH_CONTAINER, RUNTIME_CONTAINER, TEMPLATE_HASH_LABEL, VERSION_LABEL
+from .names import FETCH_CONTAINER, RUNTIME_CONTAINER, TEMPLATE_HASH_LABEL, VERSION_LABEL
 
-# Exit codes of `python -m serving_runtime.fetch` (serving_runtime/fetch/errors.py; a test
-# holds the two equal — the operator does not import the runtime package).
+# Exit codes of `python -m serving_runtime.tools.fetch` (serving_runtime/tools/fetch/errors.py;
+# a test holds the two equal — the operator does not import the runtime package).
 FETCH_EXIT: dict[int, tuple[str, str]] = {
     1: ("FetchFailed", "fetch failed"),
     2: ("FetchFailed", "invalid fetch arguments"),
@@ -198,10 +198,10 @@ def _container(pod: dict[str, Any], st: dict[str, Any], init: bool) -> tuple[str
         return "CrashLoopBackOff", f"{what} exited with code {code}" + (
             f": {detail}" if detail else ""
         )
-    meaning = RUNTIME_EXIT.get(code) if name == RUNTIME_CONTAINER else None
+    hint = RUNTIME_EXIT.get(code) if name == RUNTIME_CONTAINER else None
     return "CrashLoopBackOff", (
         f"{what} keeps exiting: last exit code {code}"
-        + (f" ({meaning})" if meaning else "")
+        + (f" ({hint})" if hint else "")
         + (f": {detail}" if detail else "")
     )
 

@@ -18,6 +18,12 @@ from kubernetes.client.exceptions import ApiException
 
 from . import builders, metrics
 from .apply import Kube, NotOwnedError
+from .names import (
+    ALERT_RULES_KEY,
+    PROMETHEUS_RULE_API_VERSION,
+    PROMETHEUS_RULE_KIND,
+    PROMETHEUS_RULE_PLURAL,
+)
 from .spec import SpecError, check_name, parse_spec
 from .status import READY, Observed, compute_status, status_differs
 
@@ -45,7 +51,7 @@ class ReconcileError(RuntimeError):
 def _describe_api_error(e: ApiException) -> str:
     reason = e.reason or ""
     with contextlib.suppress(ValueError, TypeError, AttributeError):  # body is not always JSON
-        reason = json.loads(e.body).get("message", reason)
+        reason = json.loads(e.body or "").get("message", reason)
     return f"HTTP {e.status}: {reason}"
 
 
@@ -220,20 +226,20 @@ def _apply_children(
         _record(kube, body, "HorizontalPodAutoscaler", name, "deleted", " (autoscaling disabled)")
 
     cm_name = builders.alert_configmap_name(name)
-    have_crd = kube.has_resource("monitoring.coreos.com/v1", "prometheusrules")
+    have_crd = kube.has_resource(PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_PLURAL)
     alert_rules: str | None
     if not spec.alerting.enabled:
         alert_rules = ""
         if have_crd and kube.delete_owned(
-            "monitoring.coreos.com/v1", "PrometheusRule", ns, name, uid
+            PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_KIND, ns, name, uid
         ):
-            _record(kube, body, "PrometheusRule", name, "deleted", " (alerting disabled)")
+            _record(kube, body, PROMETHEUS_RULE_KIND, name, "deleted", " (alerting disabled)")
         if kube.delete_owned("v1", "ConfigMap", ns, cm_name, uid):
             _record(kube, body, "ConfigMap", cm_name, "deleted", " (alerting disabled)")
     elif have_crd:
         res = kube.apply(builders.build_prometheus_rule(owner, spec), uid)
-        _record(kube, body, "PrometheusRule", name, res.action)
-        alert_rules = f"PrometheusRule/{name}"
+        _record(kube, body, PROMETHEUS_RULE_KIND, name, res.action)
+        alert_rules = f"{PROMETHEUS_RULE_KIND}/{name}"
         if kube.delete_owned("v1", "ConfigMap", ns, cm_name, uid):
             _record(
                 kube, body, "ConfigMap", cm_name, "deleted", " (PrometheusRule CRD now installed)"
@@ -245,9 +251,10 @@ def _apply_children(
                 body,
                 "Normal",
                 "PrometheusRuleCRDMissing",
-                "monitoring.coreos.com/v1 PrometheusRule is not installed in this cluster; "
-                f"the alert rules are in ConfigMap {cm_name} (key rules.yaml) for a "
-                "Prometheus rule_files mount. They move to a PrometheusRule once the CRD exists.",
+                f"{PROMETHEUS_RULE_API_VERSION} {PROMETHEUS_RULE_KIND} is not installed in this "
+                f"cluster; the alert rules are in ConfigMap {cm_name} (key {ALERT_RULES_KEY}) "
+                "for a Prometheus rule_files mount. They move to a PrometheusRule once the CRD "
+                "exists.",
             )
         _record(kube, body, "ConfigMap", cm_name, res.action)
         alert_rules = f"ConfigMap/{cm_name}"

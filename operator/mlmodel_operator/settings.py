@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .names import SETTINGS_ENV_PREFIX
+
 
 class OperatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPERATOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=SETTINGS_ENV_PREFIX, extra="ignore")
 
     namespaces: str = Field(
         default="", description="comma-separated namespaces; empty = cluster-wide"
@@ -24,7 +26,9 @@ class OperatorSettings(BaseSettings):
         default=60.0, gt=0, description="level-triggered full reconcile period"
     )
     watch_timeout_seconds: int = Field(
-        default=60, ge=5, le=3600,
+        default=60,
+        ge=5,
+        le=3600,
         description="each watch is renewed after this long; a silent one is dropped 15 s later",
     )
 
@@ -42,7 +46,7 @@ def load_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
             f"--{name.replace('_', '-')}",
             dest=name,
             default=None,
-            help=f"{field.description or ''} (env OPERATOR_{name.upper()}, "
+            help=f"{field.description or ''} (env {SETTINGS_ENV_PREFIX}{name.upper()}, "
             f"default {field.default!r})",
         )
     args = parser.parse_args(list(argv) if argv is not None else None)

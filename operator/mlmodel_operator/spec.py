@@ -15,13 +15,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-GROUP = "serving.n1v1.io"
-VERSION = "v1alpha1"
-PLURAL = "mlmodels"
-KIND = "MLModel"
+from . import names
+from .names import GROUP as GROUP
+from .names import KIND as KIND
+from .names import PLURAL as PLURAL
+from .names import VERSION as VERSION
 
 URI_SCHEMES = ("pvc", "http", "https", "s3", "configmap")
-RESERVED_ENV = frozenset({"MODELS_DIR", "PRELOAD_MODELS", "HOST", "PORT", "ALLOW_UNSAFE_LOADING"})
+# The operator sets these on the runtime; a user value would contradict the pod it builds.
+RESERVED_ENV = frozenset(
+    {
+        names.ENV_MODELS_DIR,
+        names.ENV_PRELOAD_MODELS,
+        names.ENV_HOST,
+        names.ENV_PORT,
+        names.ENV_ALLOW_UNSAFE_LOADING,
+    }
+)
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # Pod names are generated from "<deployment>-<rs hash>-" truncated to 58 characters; keeping
 # the model name at most 46 keeps pod names untruncated, which the alert rules rely on.
@@ -53,7 +63,7 @@ def parse_quantity(quantity: str | int | float) -> Decimal:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
     num = Decimal(m["num"])
     suffix = m["suffix"] or ""
-    scale = {
+    scale: dict[str, int | Decimal] = {
         "": 1,
         "m": Decimal("0.001"),
         "u": Decimal("0.000001"),
@@ -82,8 +92,7 @@ class CABundle(_Strict):
     configMap: str = Field(
         min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     )
-    key: str = Field(default="ca.crt", min_length=1, max_length=253,
-                     pattern=r"^[-._a-zA-Z0-9]+$")
+    key: str = Field(default="ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
 
 
 class ModelSource(_Strict):

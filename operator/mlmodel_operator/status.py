@@ -13,6 +13,10 @@ template show one (pod_diagnosis.py: Unschedulable, ImagePullFailed, CrashLoopBa
 OOMKilled, Fetch*, ...) instead of a bare RolloutInProgress; a stuck rollout keeps the reason
 RolloutStuck and carries the cause in its message. Pods of older templates are never blamed,
 and a complete rollout is Ready whatever they do.
+
+compute_status puts together: rollout_state (what the Deployment says), _diagnosis (what the
+pods say), ready_verdict and serving_from_rollout (the two decisions) and _condition (a
+decision as a condition, its lastTransitionTime kept unless the status flips).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .builders import selector_string, service_url
+from .names import ENV_MODEL_VERSION
 from .pod_diagnosis import Diagnosis, current_pods, diagnose
 
 READY = "Ready"
@@ -50,9 +55,10 @@ def _now() -> str:
 
 
 def _template_version(dep: dict[str, Any]) -> str | None:
+    # The builders put the version into the runtime's env (rolling the pods on a change).
     for c in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
         for e in c.get("env", []) or []:
-            if e.get("name") == "MODEL_VERSION":
+            if e.get("name") == ENV_MODEL_VERSION:
                 return e.get("value")
     return None
 
@@ -155,102 +161,138 @@ def _diagnosis(obs: Observed, dep: dict[str, Any]) -> Diagnosis | None:
     return diagnose(current_pods(obs.pods, dep)) if obs.pods else None
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One condition's decision, before it becomes a condition dict."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """ModelServing's decision and the version it proves."""
+
+    verdict: Verdict
+    served: str | None  # the version known to serve (only meaningful when verdict.ok)
+
+
+NO_READY_PODS = Verdict(False, "NoReadyPods", "no runtime pod is ready")
+
+
+def serving_from_rollout(obs: Observed, r: Rollout) -> ServingState:
+    """ModelServing: does any pod answer, and which version is that known to be?"""
+    served_prev = (obs.previous_status or {}).get("servedVersion")
+    if r.ready > 0:
+        if r.complete:
+            return ServingState(
+                Verdict(True, "Serving", f"{r.ready} pod(s) serve version {obs.spec_version}"),
+                obs.spec_version,
+            )
+        # Old and new pods may both be ready; only a finished rollout proves the version.
+        return ServingState(
+            Verdict(
+                True,
+                "ServingDuringRollout",
+                f"{r.ready} pod(s) ready while the rollout to version "
+                f"{obs.spec_version} is not complete"
+                + (f"; version {served_prev} was served before" if served_prev else ""),
+            ),
+            served_prev,
+        )
+    if r.desired == 0:
+        return ServingState(Verdict(False, "ScaledToZero", "replicas is 0"), None)
+    return ServingState(NO_READY_PODS, None)
+
+
+def stuck_message(obs: Observed, r: Rollout, diag: Diagnosis | None) -> str:
+    # The pods say why a rollout is stuck; without a pod cause, the counts are all we have.
+    if diag:
+        return f"rollout of version {obs.spec_version} stuck: {diag.reason}: {diag.message}"
+    return (
+        f"rollout of version {obs.spec_version} made no progress for the "
+        f"progress deadline: {r.updated} updated, {r.ready}/{r.desired} ready "
+        "(check the pods' events and logs)"
+    )
+
+
+def ready_from_rollout(obs: Observed, r: Rollout, dep: dict[str, Any]) -> Verdict:
+    """Ready, from the Deployment's rollout and (while it is not complete) the pods.
+
+    The order is the precedence: a template the controller has not acted on yet says
+    nothing about the pods, and a complete rollout is Ready whatever old pods do.
+    """
+    v = obs.spec_version
+    if r.pending:
+        return Verdict(False, "RolloutPending", r.pending)
+    if r.desired == 0:
+        return Verdict(False, "ScaledToZero", "replicas is 0: nothing serves the model")
+    if r.complete:
+        return Verdict(
+            True, "AllReplicasReady", f"{r.ready}/{r.desired} pod(s) of version {v} ready"
+        )
+    if r.replica_failure:
+        # The ReplicaSet cannot even create pods: say why (admission's own message).
+        return Verdict(
+            False, "ReplicaFailure", f"pods of version {v} cannot be created: {r.replica_failure}"
+        )
+    if r.stuck:
+        # The Deployment's verdict stays the reason (what `kubectl wait`/alerts key on);
+        # the pods say why.
+        return Verdict(False, "RolloutStuck", stuck_message(obs, r, _diagnosis(obs, dep)))
+    return ready_from_pods(obs, r, _diagnosis(obs, dep))
+
+
+def ready_from_pods(obs: Observed, r: Rollout, diag: Diagnosis | None) -> Verdict:
+    """Ready while a rollout moves: the pods' own cause when they show one, else progress."""
+    if diag:
+        return Verdict(
+            False, diag.reason, f"version {obs.spec_version} is not ready: {diag.message}"
+        )
+    return Verdict(
+        False,
+        "RolloutInProgress",
+        f"{r.updated}/{r.desired} pod(s) updated to version {obs.spec_version}, "
+        f"{r.available} available, {r.total - r.updated} old pod(s) left",
+    )
+
+
+def ready_verdict(obs: Observed, r: Rollout | None) -> Verdict:
+    """Ready: a failed reconcile first (its message names the cause), then the rollout."""
+    if obs.error:
+        return Verdict(False, obs.error_reason, obs.error)
+    if r is None or obs.deployment is None:
+        return Verdict(False, "DeploymentMissing", f"Deployment {obs.name} does not exist yet")
+    return ready_from_rollout(obs, r, obs.deployment)
+
+
 def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
     """The full .status to write (keys set to None are removed by a merge patch)."""
     now = now or _now()
     prev = obs.previous_status or {}
     prev_conds = prev.get("conditions") or []
     dep = obs.deployment
-    served_prev = prev.get("servedVersion")
+    r = rollout_state(dep, obs.spec_version) if dep is not None else None
+    serving = serving_from_rollout(obs, r) if r is not None else ServingState(NO_READY_PODS, None)
+    ready = ready_verdict(obs, r)
+    replicas, ready_count, updated = (r.desired, r.ready, r.updated) if r else (0, 0, 0)
 
-    ready_reason: str
-    ready_msg: str
-    ready_ok = False
-    serving_ok = False
-    serving_reason = "NoReadyPods"
-    serving_msg = "no runtime pod is ready"
-    replicas = ready = updated = 0
-    served: str | None = None
+    def condition(ctype: str, v: Verdict) -> dict[str, Any]:
+        return _condition(ctype, v.ok, v.reason, v.message, obs.generation, prev_conds, now)
 
-    if dep is not None:
-        r = rollout_state(dep, obs.spec_version)
-        replicas, ready, updated = r.desired, r.ready, r.updated
-        if r.ready > 0:
-            serving_ok = True
-            if r.complete:
-                served = obs.spec_version
-                serving_reason = "Serving"
-                serving_msg = f"{r.ready} pod(s) serve version {served}"
-            else:
-                # Old and new pods may both be ready; only a finished rollout proves the version.
-                served = served_prev
-                serving_reason = "ServingDuringRollout"
-                serving_msg = (
-                    f"{r.ready} pod(s) ready while the rollout to version "
-                    f"{obs.spec_version} is not complete"
-                    + (f"; version {served_prev} was served before" if served_prev else "")
-                )
-        elif r.desired == 0:
-            serving_reason, serving_msg = "ScaledToZero", "replicas is 0"
-
-        if obs.error:
-            ready_reason, ready_msg = obs.error_reason, obs.error
-        elif r.pending:
-            ready_reason, ready_msg = "RolloutPending", r.pending
-        elif r.desired == 0:
-            ready_reason, ready_msg = "ScaledToZero", "replicas is 0: nothing serves the model"
-        elif r.complete:
-            ready_ok = True
-            ready_reason = "AllReplicasReady"
-            ready_msg = f"{r.ready}/{r.desired} pod(s) of version {obs.spec_version} ready"
-        elif r.replica_failure:
-            # The ReplicaSet cannot even create pods: say why (admission's own message).
-            ready_reason = "ReplicaFailure"
-            ready_msg = f"pods of version {obs.spec_version} cannot be created: {r.replica_failure}"
-        elif r.stuck:
-            # The Deployment's verdict stays the reason (what `kubectl wait`/alerts key on);
-            # the pods say why.
-            ready_reason = "RolloutStuck"
-            diag = _diagnosis(obs, dep)
-            ready_msg = (
-                f"rollout of version {obs.spec_version} stuck: {diag.reason}: {diag.message}"
-                if diag
-                else f"rollout of version {obs.spec_version} made no progress for the "
-                f"progress deadline: {r.updated} updated, {r.ready}/{r.desired} ready "
-                "(check the pods' events and logs)"
-            )
-        elif diag := _diagnosis(obs, dep):
-            ready_reason = diag.reason
-            ready_msg = f"version {obs.spec_version} is not ready: {diag.message}"
-        else:
-            ready_reason = "RolloutInProgress"
-            ready_msg = (
-                f"{r.updated}/{r.desired} pod(s) updated to version {obs.spec_version}, "
-                f"{r.available} available, {r.total - r.updated} old pod(s) left"
-            )
-    elif obs.error:
-        ready_reason, ready_msg = obs.error_reason, obs.error
-    else:
-        ready_reason, ready_msg = "DeploymentMissing", f"Deployment {obs.name} does not exist yet"
-
-    conditions = [
-        _condition(READY, ready_ok, ready_reason, ready_msg, obs.generation, prev_conds, now),
-        _condition(
-            SERVING, serving_ok, serving_reason, serving_msg, obs.generation, prev_conds, now
-        ),
-    ]
     return {
         "observedGeneration": obs.generation,
-        "phase": "Ready" if ready_ok else ready_reason,
+        "phase": "Ready" if ready.ok else ready.reason,
         "replicas": replicas,
-        "readyReplicas": ready,
+        "readyReplicas": ready_count,
         "updatedReplicas": updated,
-        "readyReplicasText": f"{ready}/{replicas}",
+        "readyReplicasText": f"{ready_count}/{replicas}",
         "selector": selector_string(obs.name),
         "url": service_url(obs.name, obs.namespace),
-        "servedVersion": served if serving_ok else None,
+        "servedVersion": serving.served if serving.verdict.ok else None,
         "alertRules": obs.alert_rules if obs.alert_rules is not None else prev.get("alertRules"),
-        "conditions": conditions,
+        "conditions": [condition(READY, ready), condition(SERVING, serving.verdict)],
     }
 
 

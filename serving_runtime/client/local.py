@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from serving_runtime.errors import ModelNotFoundError, ServingError
-from serving_runtime.inference import (
+from serving_runtime.models.folder import (
+    METADATA_FILE,
+    LoadedModel,
+    is_valid_model_name,
+    load_model,
+)
+from serving_runtime.models.inference import (
     model_name_of,
     parse_json,
     predict_batch_from_body,
     predict_from_body,
 )
-from serving_runtime.model_folder import METADATA_FILE, LoadedModel, is_valid_model_name, load_model
 from serving_runtime.schemas import health_document
 
 from .errors import PayloadTooLargeError, ServiceUnavailableError
@@ -136,7 +141,7 @@ class LocalModels:
 
     def _parse(self, raw: bytes) -> Any:
         if len(raw) > self.max_body_bytes:
-            # The server's words for the same body (serving_runtime.http_body).
+            # The server's words for the same body (serving_runtime.server.http_body).
             raise PayloadTooLargeError(
                 f"request body of {len(raw)} bytes exceeds the limit of "
                 f"{self.max_body_bytes} bytes (MAX_BODY_BYTES)"

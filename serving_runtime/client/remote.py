@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from serving_runtime.inference import valid_correlation_id
+from serving_runtime.models.inference import valid_correlation_id
 
 from .errors import (
     InferenceTimeoutError,

@@ -1,50 +1,31 @@
-"""The runtime tests' `zoo` and `zoo_server` (tests/runtime/conftest.py) for tests/battery:
+"""The runtime tests' `zoo` and `zoo_server` (tests/support/fixtures.py) for tests/battery:
 tests/battery/conftest.py imports them, so every battery module can ask for them.
 
-The runtime conftest is loaded by path under its own module name (pytest's own import of
-it, as the conftest of tests/runtime, is not disturbed) and its fixture functions build
-the same real model folders (six models: sklearn/XGBoost, binary/multi-class/regression)
-and the same real server. Every battery module that imports these fixtures shares one
-zoo and one server per session (each module gets its own fixture definition from pytest,
-so the instances are kept here), which keeps the battery's start-up cost paid once.
+Their fixture functions (tests.support.fixtures) build the same real model folders (six
+models: sklearn/XGBoost, binary/multi-class/regression) and the same real server. Every
+battery module that imports these fixtures shares one zoo and one server per session
+(each module gets its own fixture definition from pytest, so the instances are kept here),
+which keeps the battery's start-up cost paid once; N1V1_BATTERY_URL points the battery at
+a server someone else started instead.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-_RUNTIME_TESTS = Path(__file__).resolve().parents[1] / "runtime"
-if str(_RUNTIME_TESTS) not in sys.path:
-    sys.path.insert(0, str(_RUNTIME_TESTS))  # runtime_helpers, imported by that conftest
+from tests.support import fixtures as _runtime
 
-
-def _load_runtime_conftest() -> Any:
-    name = "battery_runtime_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _RUNTIME_TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_runtime = _load_runtime_conftest()
 _shared: dict[str, Any] = {"users": 0}
 
 
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """tests/runtime's zoo (its fixture function, `__wrapped__` by pytest), built once."""
+    """tests/support's zoo (its fixture function, `__wrapped__` by pytest), built once."""
     if "zoo" not in _shared:
         _shared["zoo"] = _runtime.zoo.__wrapped__(tmp_path_factory)
     return _shared["zoo"]
@@ -64,7 +45,7 @@ class ExternalServer:
 
 @pytest.fixture(scope="session")
 def zoo_server(zoo: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """tests/runtime's zoo_server (a real `python -m serving_runtime`), started once and
+    """tests/support's zoo_server (a real `python -m serving_runtime`), started once and
     stopped after the last battery module using it; or, with N1V1_BATTERY_URL set, that
     already running server."""
     external = os.environ.get("N1V1_BATTERY_URL")

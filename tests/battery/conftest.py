@@ -13,7 +13,7 @@ import pytest
 
 # The runtime tests' zoo and real server, shared by every battery module that asks for them
 # (instances kept in battery_zoo: one zoo and one server per session).
-from battery_zoo import zoo, zoo_server  # noqa: F401 (fixtures)
+from tests.battery.battery_zoo import zoo, zoo_server  # noqa: F401 (fixtures)
 
 
 def soak_enabled() -> bool:

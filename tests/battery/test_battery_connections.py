@@ -23,19 +23,19 @@ from pathlib import Path
 import pytest
 
 from tests.battery.conftest import soak_enabled
-from tests.runtime.raw_http import (
+from tests.support.raw_http import (
     PREDICT,
     RawConn,
     raise_fd_limit,
     rss_mib,
     small_models,
 )
-from tests.runtime.runtime_helpers import RuntimeServer
+from tests.support.runtime_helpers import RuntimeServer
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 3.0
 MARGIN = 3.0  # timer granularity, a loaded shared machine
-CAP = 512  # MAX_CONNECTIONS_PER_WORKER default (serving_runtime/settings.py)
+CAP = 512  # MAX_CONNECTIONS_PER_WORKER default (serving_runtime/server/settings.py)
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +109,13 @@ def test_slow_heads_and_bodies_are_cut_off_while_others_are_served(
     per_kind = 24 if soak else 6
     srv = RuntimeServer(models_dir, log_path=tmp_path / "server.log", env={
         "HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT), "BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT)})
+    slow: list[Slow] = []  # before `try`: a server that fails to start reports its own error
     try:
         srv.wait_ready()
         port = srv.port
         body = json.dumps(PREDICT).encode()
         head = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n" % len(body))
-        slow = []
         for _ in range(per_kind):
             slow.append(Slow(port, "head", b"POST /predict HTTP/1.1\r\nHost: t\r\n",
                              b"X-Slow: " + b"a" * 400))

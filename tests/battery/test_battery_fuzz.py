@@ -28,15 +28,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from battery_zoo import (
+from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import strategies as st
+
+from tests.battery.battery_zoo import (
     CLASSIFIERS,
     CORRELATION_ID_RE,
     F32_MAX,
     ZOO_FEATURES,
     error_shape_problem,
 )
-from hypothesis import HealthCheck, Phase, given, seed, settings
-from hypothesis import strategies as st
 
 MODELS = sorted(ZOO_FEATURES)
 V2_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",

@@ -12,7 +12,8 @@ import re
 
 import httpx
 import pytest
-from battery_zoo import (
+
+from tests.battery.battery_zoo import (
     CORRELATION_ID_RE,
     F32_MAX,
     ZOO_FEATURES,
@@ -307,7 +308,8 @@ def test_openapi_declares_path_parameters_statuses_and_schemas(zoo_server):
 
 def test_documented_bounds_are_the_enforced_ones():
     """schemas.py (OpenAPI, client) states the same bounds the hand-written checks apply."""
-    from serving_runtime import features, inference, schemas
+    from serving_runtime import schemas
+    from serving_runtime.models import features, inference
 
     assert schemas.FLOAT32_MAX == features.FLOAT32_MAX == F32_MAX
     assert f"^{inference.CORRELATION_ID_PATTERN}$" == schemas.CORRELATION_ID_PATTERN

@@ -40,15 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import battery_model_payloads as payloads
 import httpx
 import numpy as np
 import pytest
 
-_RUNTIME_TESTS = Path(__file__).resolve().parents[1] / "runtime"
-if str(_RUNTIME_TESTS) not in sys.path:
-    sys.path.insert(0, str(_RUNTIME_TESTS))
-from runtime_helpers import REPO, RuntimeServer, columns, free_port  # noqa: E402
+from tests.battery import battery_model_payloads as payloads
+from tests.support.runtime_helpers import REPO, RuntimeServer, columns, free_port
 
 HERE = Path(__file__).resolve().parent
 GIB = 1 << 30
@@ -81,7 +78,7 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 class CappedServer(RuntimeServer):
-    """tests/runtime's RuntimeServer (same waits, logs and stop), started under
+    """tests/support's RuntimeServer (same waits, logs and stop), started under
     MEMORY_CAP with the payload module on its path."""
 
     def __init__(self, models_dir: Path, *, log_path: Path,
@@ -144,9 +141,9 @@ def servers(tmp_path: Path):
 _LOADER = r"""
 import asyncio, json, sys
 from pathlib import Path
-from serving_runtime.metrics import RuntimeMetrics
-from serving_runtime.registry import ModelRegistry
-from serving_runtime.settings import Settings
+from serving_runtime.server.metrics import RuntimeMetrics
+from serving_runtime.server.registry import ModelRegistry
+from serving_runtime.server.settings import Settings
 
 async def main(models_dir, names):
     registry = ModelRegistry(Settings(models_dir=Path(models_dir)), RuntimeMetrics())

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.raw_http import PREDICT, RawConn, small_models
-from tests.runtime.runtime_helpers import RuntimeServer
+from tests.support.raw_http import PREDICT, RawConn, small_models
+from tests.support.runtime_helpers import RuntimeServer
 
 MARGIN = 6.0  # start of the shutdown, process exit, a loaded shared machine
 

@@ -1,4 +1,5 @@
-"""The chart's documentation agrees with the chart: values table, RBAC table, README section."""
+"""The chart's documentation agrees with the chart: values table, RBAC table; docs/chart.md
+links the chart README instead of copying it."""
 
 from __future__ import annotations
 
@@ -43,12 +44,23 @@ def test_chart_readme_values_table_matches_values_yaml():
     assert table == documented_values()
 
 
-def test_root_readme_chart_section_has_the_same_table():
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert "<!-- section:chart -->" in readme
-    section = readme.split("<!-- section:chart -->", 1)[1].split("<!-- section:", 1)[0]
-    assert "helm install" in section
-    assert table_rows(section) == documented_values()
+def test_docs_chart_links_the_chart_readme_and_does_not_copy_its_values_table():
+    """docs/chart.md points at the chart's README (the source of truth) instead of copying
+    its values table; neither it nor the root README repeats a row of that table."""
+    page = REPO_ROOT / "docs" / "chart.md"
+    text = page.read_text()
+    targets = {
+        (page.parent / m.group(1).split("#", 1)[0]).resolve()
+        for m in re.finditer(r"\]\(([^)\s]+)\)", text)
+        if "://" not in m.group(1)
+    }
+    assert (CHART / "README.md").resolve() in targets, "docs/chart.md must link the chart README"
+    keys = set(documented_values())
+    for doc in (page, REPO_ROOT / "README.md"):
+        body = doc.read_text()
+        assert "<!-- values-table -->" not in body, f"{doc.name} copies the values table"
+        copied = {k for k in keys if re.search(rf"^\| `{re.escape(k)}` \|", body, re.M)}
+        assert not copied, f"{doc.name} copies rows of the chart's values table: {sorted(copied)}"
 
 
 def test_readme_rbac_table_matches_the_rendered_cluster_role():

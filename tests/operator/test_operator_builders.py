@@ -112,7 +112,7 @@ def test_default_deployment():
     assert f["command"] == ["python"]
     assert f["args"] == [
         "-m",
-        "serving_runtime.fetch",
+        "serving_runtime.tools.fetch",
         "--uri",
         "https://h.example/m.tar.gz",
         "--dest",

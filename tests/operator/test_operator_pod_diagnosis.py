@@ -193,7 +193,7 @@ def test_oom_killed_while_running_again_is_still_oom():
 
 
 def test_fetch_exit_codes_match_the_fetch_package():
-    from serving_runtime.fetch import errors
+    from serving_runtime.tools.fetch import errors
 
     codes = {
         errors.FetchError.exit_code: "FetchFailed",

@@ -13,6 +13,7 @@ from mlmodel_operator import builders, handlers
 from mlmodel_operator import reconcile as rec
 from mlmodel_operator.apply import ApplyResult
 from mlmodel_operator.pod_diagnosis import diagnose_pod
+from mlmodel_operator.settings import OperatorSettings
 
 from tests.operator.pod_fixtures import (
     IMAGE,
@@ -104,7 +105,7 @@ class FakeKube:
 
 def run(kube: FakeKube, **kw: Any) -> dict[str, Any] | None:
     return rec.reconcile(
-        kube,  # type: ignore[arg-type]
+        kube,
         OWNER.namespace,
         OWNER.name,
         runtime_image=IMAGE,
@@ -149,7 +150,8 @@ def test_an_mlmodel_deleted_during_its_reconcile_is_not_an_error():
     kube.patch_status = gone  # type: ignore[method-assign]
     assert run(kube) is None
     kube.patch_status = lambda *_: (_ for _ in ()).throw(  # type: ignore[method-assign]
-        ApiException(status=500, reason="boom"))
+        ApiException(status=500, reason="boom")
+    )
     with pytest.raises(ApiException):
         run(kube)
 
@@ -173,14 +175,19 @@ def test_coalesced_reconciles_collapse_while_one_waits():
     assert run(kube, coalesce=True) is not None  # nothing waiting any more: runs
 
 
+def pods_memo() -> kopf.Memo:
+    """What a pod handler's memo holds (a copy of the operator memo; no Kube needed here)."""
+    return kopf.Memo(settings=OperatorSettings(), pods=handlers.PodMemory())
+
+
 def test_pod_events_trigger_a_reconcile_only_when_the_pods_diagnosis_changes(monkeypatch):
     calls: list[tuple[str, str, str, bool]] = []
     monkeypatch.setattr(
         handlers,
         "_run",
-        lambda ns, name, trigger, coalesce=False: calls.append((ns, name, trigger, coalesce)),
+        lambda memo, ns, name, trigger, coalesce=False: calls.append((ns, name, trigger, coalesce)),
     )
-    monkeypatch.setattr(handlers, "_pod_seen", {})
+    memo = pods_memo()
     last = terminated(3, message="model fraud failed to load: golden check failed")
     name = "fraud-6d4f9c8b7-x2x7k"
     life = [
@@ -193,20 +200,20 @@ def test_pod_events_trigger_a_reconcile_only_when_the_pods_diagnosis_changes(mon
         ("DELETED", runtime_state(crashloop_waiting("runtime"), last, name=name)),  # gone
     ]
     for type_, body in life:
-        handlers._pod_event(body=body, type=type_, namespace=OWNER.namespace)
+        handlers._pod_event(body=body, type=type_, namespace=OWNER.namespace, memo=memo)
     assert calls == [(OWNER.namespace, OWNER.name, "pod", True)] * 4
-    assert handlers._pod_seen == {}
+    assert len(memo.pods) == 0
 
 
 def test_pod_events_of_healthy_pods_cost_nothing(monkeypatch):
     calls: list[Any] = []
     monkeypatch.setattr(handlers, "_run", lambda *a, **kw: calls.append(a))
-    monkeypatch.setattr(handlers, "_pod_seen", {})
+    memo = pods_memo()
     for i in range(20):  # what kwok does: pods go straight to Running and Ready
         p = ready_pod(name=f"fraud-6d4f9c8b7-p{i:03d}")
         for type_ in ("ADDED", "MODIFIED", "MODIFIED", "DELETED"):
-            handlers._pod_event(body=p, type=type_, namespace=OWNER.namespace)
-    handlers._pod_event(body=unschedulable_pod(), type=None, namespace=OWNER.namespace)
+            handlers._pod_event(body=p, type=type_, namespace=OWNER.namespace, memo=memo)
+    handlers._pod_event(body=unschedulable_pod(), type=None, namespace=OWNER.namespace, memo=memo)
     assert calls == []
 
 
@@ -215,7 +222,7 @@ def test_pod_without_the_model_label_is_ignored(monkeypatch):
     monkeypatch.setattr(handlers, "_run", lambda *a, **kw: calls.append(a))
     p = unschedulable_pod()
     del p["metadata"]["labels"][handlers.MODEL_LABEL]
-    handlers._pod_event(body=p, type="ADDED", namespace=OWNER.namespace)
+    handlers._pod_event(body=p, type="ADDED", namespace=OWNER.namespace, memo=pods_memo())
     assert calls == []
 
 
@@ -223,7 +230,7 @@ def test_pods_are_watched_with_a_server_side_selector():
     from kopf._cogs.structs.references import Resource
 
     settings = kopf.OperatorSettings()
-    handlers._startup(settings)
+    handlers._startup(settings, memo=kopf.Memo())
     pods = Resource("", "v1", "pods", kind="Pod", namespaced=True)
     deps = Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
     assert settings.watching.label_selectors.collect(pods) == [handlers.POD_SELECTOR]
@@ -236,10 +243,54 @@ def test_pods_are_watched_with_a_server_side_selector():
 
 
 @pytest.mark.parametrize("type_", ["ADDED", "MODIFIED"])
-def test_first_sighting_of_a_failing_pod_counts_as_a_change(monkeypatch, type_):
-    monkeypatch.setattr(handlers, "_pod_seen", {})
+def test_first_sighting_of_a_failing_pod_counts_as_a_change(type_):
+    pods = handlers.PodMemory()
     d = diagnose_pod(unschedulable_pod())
-    assert handlers.pod_changed("u1", type_, d)
-    assert not handlers.pod_changed("u1", "MODIFIED", d)
-    assert handlers.pod_changed("u1", "DELETED", None)
-    assert not handlers.pod_changed("u2", "DELETED", None)
+    assert pods.changed("u1", type_, d)
+    assert not pods.changed("u1", "MODIFIED", d)
+    assert pods.changed("u1", "DELETED", None)
+    assert not pods.changed("u2", "DELETED", None)
+
+
+def test_pod_memory_starts_afresh_when_full():
+    pods = handlers.PodMemory(max_pods=2)
+    d = diagnose_pod(unschedulable_pod())
+    assert pods.changed("u1", "ADDED", d) and pods.changed("u2", "ADDED", d)
+    assert pods.changed("u3", "ADDED", d)  # a third uid: the two before are forgotten
+    assert len(pods) == 1
+
+
+def test_startup_reads_the_operator_settings_from_the_memo():
+    settings = kopf.OperatorSettings()
+    ours = OperatorSettings(watch_timeout_seconds=120, namespaces="team-a")
+    memo = handlers.operator_memo(ours, kube=FakeKube([]))
+    pods = memo.pods
+    handlers._startup(settings, memo=memo)
+    assert memo.settings is ours and memo.pods is pods  # what __main__ passed is kept
+    assert settings.watching.server_timeout == 120
+    assert settings.watching.client_timeout == 120 + handlers.WATCH_CLIENT_MARGIN_SECONDS
+    assert settings.scanning.disabled
+    assert settings.persistence.finalizer == "serving.n1v1.io/kopf-finalizer"
+
+
+def test_startup_without_a_memo_from_main_fills_in_defaults():
+    memo = kopf.Memo()
+    handlers._startup(kopf.OperatorSettings(), memo=memo)
+    assert isinstance(memo.settings, OperatorSettings)
+    assert isinstance(memo.pods, handlers.PodMemory)
+
+
+def test_handlers_reconcile_with_the_memos_client_and_image(monkeypatch):
+    seen: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        rec, "reconcile", lambda kube, ns, name, **kw: seen.append((kube, ns, name, kw))
+    )
+    kube = FakeKube([])
+    memo = handlers.operator_memo(
+        OperatorSettings(runtime_image="img:memo"),
+        kube,
+    )
+    handlers.mlmodel_resync(namespace="ns", name="m", memo=memo)
+    assert seen == [
+        (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "timer", "coalesce": False})
+    ]

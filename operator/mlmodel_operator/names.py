@@ -1,0 +1,98 @@
+"""Every name the operator shares with the chart, the runtime and the monitoring stack.
+
+One definition each, so that a rename happens in one place and the tests that hold the
+other side (tests/operator/test_operator_names.py, tests/chart) see it. The contract for
+users is docs/contracts.md ("Children of an MLModel", "Metrics"). A leaf module: it
+imports nothing of the operator, so every other module (spec.py too) can import it.
+"""
+
+from __future__ import annotations
+
+# --- the MLModel resource (spec.py re-exports these) --------------------------------------
+GROUP = "serving.n1v1.io"
+VERSION = "v1alpha1"
+PLURAL = "mlmodels"
+KIND = "MLModel"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# --- who writes -------------------------------------------------------------------------
+OPERATOR_NAME = "n1v1-mlmodel-operator"
+# Server-side apply field manager: the owner of every field the operator writes.
+FIELD_MANAGER = OPERATOR_NAME
+# A second manager that keeps spec.replicas for one apply when autoscaling is switched on
+# (apply.needs_replicas_handover).
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-replicas-handover"
+# The chart's OPERATOR_* env vars set the operator's settings (settings.py).
+SETTINGS_ENV_PREFIX = "OPERATOR_"
+# The operator's liveness endpoint (kopf's), probed by the chart's Deployment.
+OPERATOR_HEALTH_PATH = "/healthz"
+
+# --- labels -------------------------------------------------------------------------------
+NAME_LABEL = "app.kubernetes.io/name"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+APP_NAME = "n1v1-ml-serving"
+MANAGED_BY = OPERATOR_NAME
+MODEL_LABEL = "serving.n1v1.io/model"
+VERSION_LABEL = "serving.n1v1.io/version"
+# A hash of the pod template the operator builds, on the template's own labels: pods carry
+# it, so status can tell pods of the current template from older ones (pod_diagnosis.py).
+TEMPLATE_HASH_LABEL = "serving.n1v1.io/template-hash"
+# On the fallback ConfigMap of alert rules, for a Prometheus rule_files sidecar to select.
+ALERT_RULES_LABEL = "serving.n1v1.io/alert-rules"
+
+# --- annotations and kopf's bookkeeping ---------------------------------------------------
+SCRAPE_ANNOTATION = "prometheus.io/scrape"
+SCRAPE_PORT_ANNOTATION = "prometheus.io/port"
+SCRAPE_PATH_ANNOTATION = "prometheus.io/path"
+# kopf keeps its progress and diff base in annotations under the API group, not in .status.
+KOPF_ANNOTATION_PREFIX = GROUP
+KOPF_DIFFBASE_KEY = "last-handled-configuration"
+FINALIZER = f"{GROUP}/kopf-finalizer"
+
+# --- the runtime container ----------------------------------------------------------------
+FETCH_CONTAINER = "fetch-model"
+RUNTIME_CONTAINER = "runtime"
+FETCH_MODULE = "serving_runtime.tools.fetch"  # run as `python -m` in the init container
+RUNTIME_PORT = 8000
+RUNTIME_PORT_NAME = "http"
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+METRICS_PATH = "/metrics"
+
+# Env vars the operator sets on the runtime (serving_runtime/__main__.py reads them).
+ENV_MODELS_DIR = "MODELS_DIR"
+ENV_PRELOAD_MODELS = "PRELOAD_MODELS"
+ENV_HOST = "HOST"
+ENV_PORT = "PORT"
+ENV_ALLOW_UNSAFE_LOADING = "ALLOW_UNSAFE_LOADING"
+ENV_WORKERS = "WORKERS"
+ENV_INFERENCE_THREADS = "INFERENCE_THREADS"
+ENV_EXIT_ON_LOAD_FAILURE = "EXIT_ON_LOAD_FAILURE"
+# Not read by the runtime: in the template so that a new version or artifact rolls the pods.
+ENV_MODEL_VERSION = "MODEL_VERSION"
+ENV_MODEL_URI = "MODEL_URI"
+ENV_MODEL_SHA256 = "MODEL_SHA256"
+# Read by the fetch step (its --ca-bundle default).
+ENV_FETCH_CA_BUNDLE = "FETCH_CA_BUNDLE"
+
+# --- Prometheus Operator (the chart grants the operator these) ----------------------------
+PROMETHEUS_RULE_API_VERSION = "monitoring.coreos.com/v1"
+PROMETHEUS_RULE_KIND = "PrometheusRule"
+PROMETHEUS_RULE_PLURAL = "prometheusrules"
+# Key of the fallback ConfigMap's rule file (for a Prometheus rule_files mount).
+ALERT_RULES_KEY = "rules.yaml"
+
+# --- metrics (the runtime's registry: serving_runtime/server/metrics.py) ------------------
+REQUESTS_METRIC = "inference_requests_total"  # counter
+LATENCY_HISTOGRAM = "inference_latency_seconds"  # histogram; PromQL reads its _bucket series
+LATENCY_BUCKET_SERIES = f"{LATENCY_HISTOGRAM}_bucket"
+LOAD_FAILURES_METRIC = "model_load_failures_total"  # counter
+# Not exported by the runtime: the per-pod p95 of LATENCY_HISTOGRAM that prometheus-adapter
+# serves (the chart's prometheusAdapter.metricName) and the HPA reads.
+LATENCY_P95_METRIC = "inference_latency_p95_seconds"
+# Prometheus' own per-target series (1 while the scrape succeeds), not the runtime's.
+SCRAPE_UP_METRIC = "up"
+MODEL_NAME_METRIC_LABEL = "model_name"
+STATUS_METRIC_LABEL = "status"
+SERVER_ERROR_STATUS = "server_error"  # the status label value of a failed request (5xx)

@@ -1,3 +1,0 @@
-from serving_runtime.fetch import main
-
-raise SystemExit(main())

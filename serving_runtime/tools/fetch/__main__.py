@@ -1,0 +1,3 @@
+from serving_runtime.tools.fetch import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Tests of the documentation: README.md, docs/ and the READMEs beside the code."""

@@ -1,0 +1,188 @@
+"""Every metric the operator's alert rules and autoscaler read is one the runtime exports.
+
+The names are parsed out of what the builders generate (PromQL of the alert rules, the
+HPA's metrics) and out of the chart's prometheus-adapter rule, never restated here, so a
+builder or chart that names a metric the runtime does not export fails this test.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from mlmodel_operator import builders, names
+from mlmodel_operator.spec import parse_spec
+from prometheus_client import Counter, Gauge, Histogram
+
+from serving_runtime.server.metrics import RuntimeMetrics
+from tests.chart.chart_helpers import find, render
+
+OWNER = builders.Owner(name="fraud", namespace="team-a", uid="1234-uid")
+SPEC = parse_spec(
+    {
+        "model": {"framework": "xgboost", "version": "1.2.0", "uri": "https://h.example/m"},
+        "serving": {"autoscaling": {"enabled": True, "targetLatencyMilliseconds": 20}},
+        "alerting": {"enabled": True},
+    }
+)
+# A series selector: a metric name directly followed by its label matchers or a range.
+SELECTOR_RE = re.compile(r"(?<![\w.:<])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
+# A label matcher inside a selector's braces: name, then =, !=, =~ or !~.
+MATCHER_RE = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+# Labels Prometheus attaches to every scraped series (target labels), not the runtime's.
+TARGET_LABELS = {"namespace", "pod", "job", "instance", "container", "service", "endpoint"}
+# Series Prometheus makes itself for each scrape target.
+PROMETHEUS_SERIES = {names.SCRAPE_UP_METRIC}
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+Exported = dict[str, tuple[str, str, set[str]]]
+
+
+def runtime_families() -> dict[str, tuple[str, set[str]]]:
+    """The runtime's metric families: name -> (type, label names), from a RuntimeMetrics
+    (single-process mode: its registry then holds the metric objects themselves)."""
+    metrics = RuntimeMetrics()
+    out: dict[str, tuple[str, set[str]]] = {}
+    for collector in vars(metrics).values():
+        if isinstance(collector, Counter | Gauge | Histogram):
+            (family,) = collector.describe()
+            # prometheus_client has no public accessor for a metric's label names.
+            out[family.name] = (family.type, set(collector._labelnames))
+    # None missed: the registry a scrape reads has exactly these families.
+    assert set(out) == {f.name for f in metrics.registry.collect()}
+    return out
+
+
+@pytest.fixture
+def exported(monkeypatch: pytest.MonkeyPatch) -> Exported:
+    """Series names a scrape of the runtime shows -> (family, type, label names)."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    out: Exported = {}
+    for family, (type_, labels) in runtime_families().items():
+        if type_ == "counter":
+            out[f"{family}_total"] = (family, type_, labels)
+        elif type_ == "histogram":
+            for suffix in HISTOGRAM_SUFFIXES:
+                # `le`, the bucket's bound, is on the _bucket series only.
+                extra = {"le"} if suffix == "_bucket" else set()
+                out[f"{family}{suffix}"] = (family, type_, labels | extra)
+        else:
+            out[family] = (family, type_, labels)
+    return out
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names matched on) of every series selector in a PromQL expr."""
+    found = []
+    for m in SELECTOR_RE.finditer(expr):
+        name = m.group(1)
+        rest = expr[m.end() - 1 :]
+        matchers = rest[1 : rest.index("}")] if rest.startswith("{") else ""
+        found.append((name, set(MATCHER_RE.findall(matchers))))
+    return found
+
+
+def problems(expr: str, exported: Exported) -> list[str]:
+    """What in `expr` the runtime does not export: unknown series, unknown labels."""
+    out = []
+    for name, labels in selectors(expr):
+        if name in PROMETHEUS_SERIES:
+            continue
+        if name not in exported:
+            out.append(f"{name} (the runtime exports {sorted(exported)})")
+            continue
+        unknown = labels - exported[name][2] - TARGET_LABELS
+        if unknown:
+            out.append(f"{name} has no label(s) {sorted(unknown)}")
+    return out
+
+
+def alert_expressions() -> list[tuple[str, str]]:
+    """(alert, expr) of the rules as both children carry them."""
+    rule_files = [
+        builders.build_prometheus_rule(OWNER, SPEC)["spec"],
+        yaml.safe_load(builders.build_alert_configmap(OWNER, SPEC)["data"][names.ALERT_RULES_KEY]),
+    ]
+    return [
+        (r.get("alert") or r.get("record"), r["expr"])
+        for rules in rule_files
+        for group in rules["groups"]
+        for r in group["rules"]
+    ]
+
+
+def hpa_custom_metrics() -> list[str]:
+    """Names of the HPA's metrics that come from Prometheus (not cpu/memory)."""
+    hpa = builders.build_hpa(OWNER, SPEC)
+    assert hpa is not None
+    out = []
+    for m in hpa["spec"]["metrics"]:
+        if m["type"] == "Resource":
+            continue
+        source = m[{"Pods": "pods", "Object": "object", "External": "external"}[m["type"]]]
+        out.append(source["metric"]["name"])
+    return out
+
+
+def adapter_producers() -> dict[str, str]:
+    """Custom metric name -> the PromQL prometheus-adapter computes it with (chart defaults,
+    the adapter's <<.Series>> filled in with the series its rule matches)."""
+    docs = render({"prometheusAdapter": {"enabled": True}})
+    out: dict[str, str] = {}
+    for cm in find(docs, "ConfigMap"):
+        config = yaml.safe_load((cm.get("data") or {}).get("config.yaml") or "{}") or {}
+        for rule in config.get("rules", []):
+            ((series, _),) = selectors(rule["seriesQuery"])
+            out[rule["name"]["as"]] = rule["metricsQuery"].replace("<<.Series>>", series)
+    return out
+
+
+def test_the_parser_finds_series_but_not_functions_or_labels() -> None:
+    expr = 'sum(rate(a_total{x="1",y=~"b"}[5m])) / absent(up{p!="q"} == 1) + b[1m] + c'
+    assert selectors(expr) == [("a_total", {"x", "y"}), ("up", {"p"}), ("b", set())]
+
+
+def test_alert_rules_read_only_metrics_the_runtime_exports(exported: Exported) -> None:
+    exprs = alert_expressions()
+    assert len(exprs) == 8  # four alerts, in the PrometheusRule and in the ConfigMap
+    for alert, expr in exprs:
+        assert selectors(expr), f"{alert}: no series found in {expr!r}"
+        assert not problems(expr, exported), f"{alert}: {problems(expr, exported)} in {expr!r}"
+
+
+def test_the_latency_alert_reads_the_runtimes_histogram(exported: Exported) -> None:
+    (expr,) = {e for a, e in alert_expressions() if a == "MLModelHighLatencyP95"}
+    assert "histogram_quantile(" in expr
+    buckets = [n for n, _ in selectors(expr) if n.endswith("_bucket")]
+    assert buckets and all(exported[n][1] == "histogram" for n in buckets)
+
+
+def test_every_autoscaler_metric_is_computed_from_a_runtime_histogram(exported: Exported) -> None:
+    producers = adapter_producers()
+    wanted = hpa_custom_metrics()
+    assert wanted, "the HPA with targetLatencyMilliseconds has no custom metric"
+    for metric in wanted:
+        # The HPA's metric is not a runtime series: something must compute it.
+        assert metric not in exported
+        assert metric in producers, f"nothing in the chart serves {metric} ({sorted(producers)})"
+        query = producers[metric]
+        assert not problems(query, exported), f"{metric}: {problems(query, exported)}"
+        buckets = [n for n, _ in selectors(query) if n.endswith("_bucket")]
+        assert "histogram_quantile(" in query and buckets, query
+        assert all(exported[n][1] == "histogram" for n in buckets), buckets
+
+
+@pytest.mark.parametrize(
+    "name", [names.REQUESTS_METRIC, names.LATENCY_BUCKET_SERIES, names.LOAD_FAILURES_METRIC]
+)
+def test_the_shared_metric_names_are_runtime_series(name: str, exported: Exported) -> None:
+    assert name in exported
+
+
+def test_a_renamed_metric_fails(monkeypatch: pytest.MonkeyPatch, exported: Exported) -> None:
+    # The check itself must be able to fail: a builder naming a metric the runtime lacks.
+    monkeypatch.setattr(names, "REQUESTS_METRIC", "inference_request_total")
+    found = [problems(e, exported) for a, e in alert_expressions() if a == "MLModelHighErrorRate"]
+    assert found and all(p and "inference_request_total" in p[0] for p in found)
