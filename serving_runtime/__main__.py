@@ -125,7 +125,7 @@ def serve(argv: Sequence[str]) -> int:
         from serving_runtime.server.app import create_app
         from serving_runtime.server.hot_path import with_hot_path
 
-        # hot routes skip FastAPI's router (same endpoint functions; serving_runtime/models/trees)
+        # hot routes skip FastAPI's router (same handlers; serving_runtime/server/hot_path.py)
         return server.run_single(with_hot_path(create_app(settings)),
                                  drain_seconds=settings.drain_seconds, settings=settings,
                                  **common)

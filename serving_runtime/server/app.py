@@ -1,11 +1,11 @@
 """The HTTP server: `create_app(settings)` builds the FastAPI application.
 
 Every route comes from the table in `routes.py`. Hot routes (/predict, /predict/batch,
-/v2/models/{name}/infer) call `handlers.HotHandlers`, which parses with orjson and
-validates by hand (models/inference.py): no pydantic on the request path, no per-request
-log line, no middleware; their pydantic schemas are attached for the OpenAPI docs only.
-In the server (`python -m serving_runtime`) the hot-path ASGI layer (`hot_path.py`)
-calls the same handlers without FastAPI's router. The other routes call
+/v2/models/{name}[/versions/{version}]/infer) call `handlers.HotHandlers`, which parses
+with orjson and validates by hand (models/inference.py): no pydantic on the request path,
+no per-request log line, no middleware; their pydantic schemas are attached for the
+OpenAPI docs only. In the server (`python -m serving_runtime`) the hot-path ASGI layer
+(`hot_path.py`) calls the same handlers without FastAPI's router. The other routes call
 `control.ControlHandlers`.
 """
 
@@ -165,7 +165,7 @@ def _endpoint(route: Route, target: HotHandlers | ControlHandlers, max_body: int
     endpoint.__signature__ = inspect.Signature(sig, return_annotation=Response)  # type: ignore[attr-defined]
     # the operation id: unique per route, as the hand-written functions were named
     versioned = "version" in route.params and not route.handler.endswith("_version")
-    endpoint.__name__ = route.handler + ("_version" if versioned else "")
+    endpoint.__name__ = route.operation or route.handler + ("_version" if versioned else "")
     return endpoint
 
 

@@ -68,12 +68,13 @@ class Route:
     tags: tuple[str, ...] = ()
     text_response: bool = False  # /metrics: Prometheus text, not JSON
     hot: bool = False  # served by the hot-path layer, without FastAPI's router
+    operation: str | None = None  # the endpoint's name (OpenAPI operationId); default handler
 
     @cached_property
     def segments(self) -> tuple[str, ...]:
         return tuple(self.path.split("/"))
 
-    @property
+    @cached_property
     def params(self) -> tuple[str, ...]:
         return tuple(seg[1:-1] for seg in self.segments if seg.startswith("{"))
 
@@ -133,6 +134,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "/metrics", "GET", "metrics", summary="Prometheus metrics", text_response=True,
+        operation="metrics_endpoint",  # the operationId clients were generated with
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                          "description": "Prometheus text exposition format"}},
     ),
@@ -163,6 +165,7 @@ DOCUMENTED_REQUEST_MODELS: tuple[type[BaseModel], ...] = tuple(
 
 
 _STATIC_HOT = {r.path: r for r in HOT_ROUTES if not r.params}
+_TEMPLATED_HOT = tuple(r for r in HOT_ROUTES if r.params)
 _NO_PARAMS: dict[str, str] = {}
 
 
@@ -173,9 +176,8 @@ def match_hot(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
     route = _STATIC_HOT.get(path)  # /predict, /predict/batch: one dict lookup
     if route is not None:
         return route, _NO_PARAMS
-    for route in HOT_ROUTES:
-        if route.params:
-            params = route.match(path)
-            if params is not None:
-                return route, params
+    for route in _TEMPLATED_HOT:
+        params = route.match(path)
+        if params is not None:
+            return route, params
     return None

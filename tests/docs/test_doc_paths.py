@@ -45,7 +45,8 @@ HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 
 
 def documents() -> list[Path]:
-    docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+    docs = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md")),
+            REPO_ROOT / "bench" / "README.md", REPO_ROOT / "operator" / "RBAC.md"]
     for top in ("charts", "e2e", "serving_runtime"):
         docs += sorted(p for p in (REPO_ROOT / top).rglob("README.md")
                        if ".state" not in p.parts and "node_modules" not in p.parts)
@@ -124,7 +125,11 @@ def anchors(md: Path) -> frozenset[str]:
 def top_level_names(module: Path) -> frozenset[str]:
     tree = ast.parse(module.read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:
+    body = list(tree.body)
+    for node in tree.body:  # `if TYPE_CHECKING:` imports name a module's lazy exports
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            body += node.body
+    for node in body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign):

@@ -186,3 +186,31 @@ def test_a_renamed_metric_fails(monkeypatch: pytest.MonkeyPatch, exported: Expor
     monkeypatch.setattr(names, "REQUESTS_METRIC", "inference_request_total")
     found = [problems(e, exported) for a, e in alert_expressions() if a == "MLModelHighErrorRate"]
     assert found and all(p and "inference_request_total" in p[0] for p in found)
+
+
+# The runtime env vars the operator sets that the runtime must read (the others only roll
+# the pods when they change, or are read by the fetch step).
+NOT_RUNTIME_SETTINGS = {names.ENV_MODEL_VERSION, names.ENV_MODEL_URI, names.ENV_MODEL_SHA256,
+                        names.ENV_FETCH_CA_BUNDLE}
+
+
+def test_probe_and_scrape_paths_are_routes_of_the_runtime():
+    from serving_runtime.server.routes import ROUTES
+
+    served = {(r.method, r.path) for r in ROUTES}
+    for path in (names.LIVE_PATH, names.READY_PATH, names.METRICS_PATH):
+        assert ("GET", path) in served, f"{path}: the operator probes/scrapes it, no route"
+
+
+def test_every_env_var_the_operator_sets_for_the_runtime_is_a_runtime_setting():
+    from serving_runtime.server.settings import Settings
+
+    env = {v for k, v in vars(names).items() if k.startswith("ENV_")} - NOT_RUNTIME_SETTINGS
+    assert env, "names.py lists no runtime env vars"
+    unknown = sorted(e for e in env if e.lower() not in Settings.model_fields)
+    assert unknown == [], f"the runtime has no setting for {unknown}"
+    # and the ones set on the container are those names
+    dep = builders.build_deployment(OWNER, SPEC, "img")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    set_on_runtime = {e["name"] for e in c["env"]} - NOT_RUNTIME_SETTINGS
+    assert set_on_runtime <= env, set_on_runtime - env

@@ -63,7 +63,7 @@ def test_hot_reload_under_load_then_failed_reload_keeps_old(tmp_path, start_serv
     models = tmp_path / "models"
     save_model(linear(100.0), models / "hot", version="1", feature_names=["a", "b"],
                sample=[[1.0, 2.0]])
-    # Load shedding (serving_runtime.models.trees, tested in tests/server/test_fallback.py)
+    # Load shedding (serving_runtime.server.hot_path, tested in tests/server/test_fallback.py)
     # answers 503 when this shared machine delays the event loop; it is off here because
     # this test is about reload atomicity and must see every request answered.
     srv = start_server(models, env={"SHED_LAG_MS": "0"})

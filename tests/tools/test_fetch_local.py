@@ -281,3 +281,19 @@ def test_dest_is_created_and_temp_dirs_sit_beside_the_result(artifacts, tmp_path
     assert main(["--uri", str(artifacts["skops"]), "--dest", str(dest), "--name", "iris",
                  "--framework", "sklearn", "--version", "3"]) == 0
     assert os.listdir(dest) == ["iris"]
+
+
+def test_the_fetch_tool_imports_neither_numpy_nor_a_framework():
+    """The init container runs `python -m serving_runtime.tools.fetch`: it must start
+    without loading the model library (numpy, scikit-learn, XGBoost), which it never uses."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, runpy; sys.argv = ['fetch', '--help']\n"
+             "try:\n    runpy.run_module('serving_runtime.tools.fetch', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('numpy', 'sklearn', 'xgboost', 'serving_runtime.models')"
+             " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
