@@ -8,6 +8,7 @@ no-op apply leaves resourceVersion alone, which is how "unchanged" is detected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -333,26 +334,24 @@ class Kube:
         try:
             self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=body)
         except ApiException as e:
-            detail = _api_message(e)
+            detail = describe_api_error(e)
             # A namespace being deleted refuses new objects with 403; that is not a
             # permission problem, and the MLModel is about to go with it.
             level = logging.DEBUG if "being terminated" in detail else logging.WARNING
             log.log(
                 level,
-                "could not record event %s on %s/%s: %s %s",
+                "could not record event %s on %s/%s: %s",
                 reason,
                 meta["namespace"],
                 meta["name"],
-                e.status,
                 detail,
             )
 
 
-def _api_message(e: ApiException) -> str:
-    """The API server's Status message, one line, for a log; the raw body if not JSON."""
-    body = e.body if isinstance(e.body, str) else (e.body or b"").decode("utf-8", "replace")
-    try:
-        message = json.loads(body).get("message", "")
-    except (ValueError, AttributeError):
-        message = body
-    return " ".join(str(message).split())[:300]
+def describe_api_error(e: ApiException) -> str:
+    """`HTTP <status>: <the API server's Status message>` (its reason if the body is not
+    a Status), for logs, Events and conditions."""
+    reason = e.reason or ""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):  # body is not always JSON
+        reason = json.loads(e.body or "").get("message", reason)
+    return f"HTTP {e.status}: {reason}"

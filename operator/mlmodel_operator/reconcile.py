@@ -8,7 +8,6 @@ with the same result. No kopf here: handlers.py calls this.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from . import builders, metrics
-from .apply import Kube, NotOwnedError
+from .apply import Kube, NotOwnedError, describe_api_error
 from .names import (
     ALERT_RULES_KEY,
     PROMETHEUS_RULE_API_VERSION,
@@ -46,13 +45,6 @@ def _lock_for(namespace: str, name: str) -> threading.Lock:
 
 class ReconcileError(RuntimeError):
     """A reconcile failed; the message says which call and why (already in an Event)."""
-
-
-def _describe_api_error(e: ApiException) -> str:
-    reason = e.reason or ""
-    with contextlib.suppress(ValueError, TypeError, AttributeError):  # body is not always JSON
-        reason = json.loads(e.body or "").get("message", reason)
-    return f"HTTP {e.status}: {reason}"
 
 
 def reconcile(
@@ -119,7 +111,7 @@ def _reconcile(
     try:
         dep, alert_rules = _apply_children(kube, body, owner, spec, runtime_image)
     except (ApiException, NotOwnedError) as exc:
-        msg = _describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
+        msg = describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
         reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
         metrics.ERRORS.labels(reason).inc()
         kube.event(body, "Warning", reason, msg)
@@ -159,7 +151,7 @@ def _read_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]] | 
     try:
         return kube.list_pods(namespace, builders.selector_string(name))
     except ApiException as exc:
-        log.warning("could not list pods of %s/%s: %s", namespace, name, _describe_api_error(exc))
+        log.warning("could not list pods of %s/%s: %s", namespace, name, describe_api_error(exc))
         return None
 
 

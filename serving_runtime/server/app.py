@@ -40,7 +40,7 @@ from serving_runtime.server.control import ControlHandlers
 from serving_runtime.server.handlers import HotHandlers, Reply
 from serving_runtime.server.heap import tune_collector
 from serving_runtime.server.hot_path import HotPathApp, with_hot_path
-from serving_runtime.server.http_body import json_response, read_asgi_body
+from serving_runtime.server.http_body import is_v2_path, json_response, read_asgi_body
 from serving_runtime.server.lifecycle import LIFECYCLE, Lifecycle, fail_startup
 from serving_runtime.server.logs import configure_logging
 from serving_runtime.server.metrics import RuntimeMetrics
@@ -95,13 +95,18 @@ class CorrelationIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def request_cid(request: Request) -> str:
+    """The id CorrelationIdMiddleware chose for this request (a fresh one without it)."""
+    return request.scope.get(CORRELATION_SCOPE_KEY) or new_correlation_id()
+
+
 def error_response(request: Request, status: int, message: str,
                    headers: Mapping[str, str] | None = None) -> Response:
     """An error in the documented shape of the route's family: `{"error"}` under /v2,
     `{"detail", "correlation_id"}` elsewhere; X-Correlation-ID set either way."""
-    cid = request.scope.get(CORRELATION_SCOPE_KEY) or new_correlation_id()
+    cid = request_cid(request)
     path = request.url.path
-    doc = ({"error": message} if path == "/v2" or path.startswith("/v2/")
+    doc = ({"error": message} if is_v2_path(path)
            else {"detail": message, "correlation_id": cid})
     response = json_response(doc, status, cid)
     if headers:
@@ -154,8 +159,7 @@ def _endpoint(route: Route, target: HotHandlers | ControlHandlers, max_body: int
                                              **params))
     else:
         async def endpoint(request: Request, **params: str) -> Response:
-            cid = request.scope.get(CORRELATION_SCOPE_KEY) or new_correlation_id()
-            return to_response(await getattr(target, name)(cid, **params))
+            return to_response(await getattr(target, name)(request_cid(request), **params))
 
     sig = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                              annotation=Request)]
@@ -163,9 +167,7 @@ def _endpoint(route: Route, target: HotHandlers | ControlHandlers, max_body: int
                               annotation=Annotated[str, Path(description=PARAM_DOCS[p])])
             for p in route.params]
     endpoint.__signature__ = inspect.Signature(sig, return_annotation=Response)  # type: ignore[attr-defined]
-    # the operation id: unique per route, as the hand-written functions were named
-    versioned = "version" in route.params and not route.handler.endswith("_version")
-    endpoint.__name__ = route.operation or route.handler + ("_version" if versioned else "")
+    endpoint.__name__ = route.operation or route.handler  # FastAPI's operationId from it
     return endpoint
 
 

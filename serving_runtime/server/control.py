@@ -26,7 +26,7 @@ class ControlHandlers:
                  lifecycle: Lifecycle, broadcast: ReloadBroadcast | None,
                  spawn: Spawn) -> None:
         self.registry = registry
-        self.metrics_ = metrics
+        self.runtime_metrics = metrics  # `metrics` is the /metrics handler
         self.hot = hot
         self.lifecycle = lifecycle
         self.broadcast = broadcast
@@ -40,7 +40,7 @@ class ControlHandlers:
         return Reply(200 if doc["ready"] else 503, doc, cid)
 
     async def metrics(self, cid: str) -> Reply:
-        data, content_type = self.metrics_.exposition()
+        data, content_type = self.runtime_metrics.exposition()
         return Reply(200, data, cid, media_type=content_type)
 
     async def reload(self, cid: str, model_name: str) -> Reply:

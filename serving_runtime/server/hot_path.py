@@ -28,7 +28,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving_runtime.models.inference import accepted_correlation_id, new_correlation_id
-from serving_runtime.server.http_body import read_asgi_body, send_json
+from serving_runtime.server.http_body import is_v2_path, read_asgi_body, send_json
 from serving_runtime.server.lifecycle import LIFECYCLE
 from serving_runtime.server.routes import match_hot
 from serving_runtime.server.settings import Settings
@@ -107,7 +107,7 @@ class HotPathApp:
                 # with requests piling in is overload
                 if (self.lag > self.shed_lag_s > 0
                         and self.recent_arrivals >= SHED_MIN_ARRIVALS):
-                    await self._shed(send, cid, v2=route.path.startswith("/v2/"))
+                    await self._shed(send, cid, v2=is_v2_path(route.path))
                     return
                 max_body = self.max_body
 

@@ -13,6 +13,12 @@ from serving_runtime.errors import ClientDisconnectedError, PayloadTooLargeError
 from serving_runtime.models.inference import valid_correlation_id
 
 JSON = "application/json"
+
+
+def is_v2_path(path: str) -> bool:
+    """A route of the Open Inference Protocol: its errors are `{"error"}`, the id in the
+    header only; the native API's are `{"detail", "correlation_id"}`."""
+    return path == "/v2" or path.startswith("/v2/")
 _JSON_BYTES = JSON.encode()
 
 

@@ -101,9 +101,11 @@ def _v2_model_routes(prefix: str, suffix: str) -> tuple[Route, ...]:
               tags=("v2",), responses=_V2_METADATA_ERRORS),
         Route(prefix + "/ready", "GET", f"v2_model_ready{suffix}", schemas.V2ModelReady,
               tags=("v2",), responses=_V2_READY_ERRORS),
+        # one handler for both infer routes; the operation ids differ
         Route(prefix + "/infer", "POST", "v2_infer", schemas.V2InferenceResponse,
               tags=("v2",), responses=_V2_INFER_ERRORS,
-              request_model=schemas.V2InferenceRequest, hot=True),
+              request_model=schemas.V2InferenceRequest, hot=True,
+              operation=f"v2_infer{suffix}"),
     )
 
 
