@@ -24,7 +24,7 @@ from serving_runtime.errors import (
 # serving_runtime.tools.fetch`, the init container, runs this file and needs none of it.
 _LAZY = {
     "LoadedModel": "serving_runtime.models.folder",
-    "is_valid_model_name": "serving_runtime.models.folder",
+    "is_valid_model_name": "serving_runtime.models.folder_format",
     "load_model": "serving_runtime.models.folder",
     "save_model": "serving_runtime.models.folder",
     "infer_v2": "serving_runtime.models.inference",
@@ -35,12 +35,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from serving_runtime.models.folder import (
-        LoadedModel,
-        is_valid_model_name,
-        load_model,
-        save_model,
-    )
+    from serving_runtime.models.folder import LoadedModel, load_model, save_model
+    from serving_runtime.models.folder_format import is_valid_model_name
     from serving_runtime.models.inference import (
         infer_v2,
         model_name_of,

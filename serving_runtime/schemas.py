@@ -14,11 +14,16 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving_runtime.models.folder_format import (
+    MAX_MODEL_NAME_LENGTH,
+    MODEL_NAME_PATTERN,
+    MODEL_NAME_RULE,
+)
+
 # The documented request rules (checked by hand in serving_runtime.models.inference/features, the
-# same bounds): model names are DNS-1123 labels; correlation ids follow the X-Correlation-ID
-# rule; feature values are finite numbers within float32 range.
+# same bounds): model names follow the model-folder format's rule; correlation ids follow
+# the X-Correlation-ID rule; feature values are finite numbers within float32 range.
 FLOAT32_MAX = 3.4028234663852886e38
-MODEL_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CORRELATION_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 V2_ID_MAX_LENGTH = 256
 V2_MAX_DIMS = 8
@@ -45,8 +50,9 @@ class PredictRequest(BaseModel):
         },
     )
 
-    model_name: str = Field(description="Model (folder) name, a DNS-1123 label",
-                            min_length=1, max_length=63, pattern=MODEL_NAME_PATTERN)
+    model_name: str = Field(description=f"Model (folder) name: {MODEL_NAME_RULE}",
+                            min_length=1, max_length=MAX_MODEL_NAME_LENGTH,
+                            pattern=MODEL_NAME_PATTERN)
     features: dict[str, Annotated[list[FeatureValue], Field(min_length=1)]] = Field(
         min_length=1,
         description="Column per feature name; every column has the same number of rows. "

@@ -170,7 +170,7 @@ def fetch_args(owner: Owner, spec: MLModelSpec, fetch_uri: str) -> list[str]:
         "--dest",
         MODELS_DIR,
         "--name",
-        owner.name,
+        spec.served_name(owner.name),
         "--framework",
         spec.model.framework,
         "--version",
@@ -227,7 +227,7 @@ def runtime_env(owner: Owner, spec: MLModelSpec) -> list[dict[str, Any]]:
     workers, threads = thread_layout(spec)
     env: list[dict[str, Any]] = [
         {"name": names.ENV_MODELS_DIR, "value": MODELS_DIR},
-        {"name": names.ENV_PRELOAD_MODELS, "value": owner.name},
+        {"name": names.ENV_PRELOAD_MODELS, "value": spec.served_name(owner.name)},
         {"name": names.ENV_HOST, "value": "0.0.0.0"},
         {"name": names.ENV_PORT, "value": str(RUNTIME_PORT)},
         {
@@ -502,7 +502,8 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """A Prometheus rule file ({"groups": [...]}) with the model's four alerts."""
     al = spec.alerting
     name, ns = owner.name, owner.namespace
-    sel = f'namespace="{ns}",{names.MODEL_NAME_METRIC_LABEL}="{name}"'
+    # the runtime labels its series with the served name; the pattern needs no escaping
+    sel = f'namespace="{ns}",{names.MODEL_NAME_METRIC_LABEL}="{spec.served_name(name)}"'
     requests, status = names.REQUESTS_METRIC, names.STATUS_METRIC_LABEL
     pods = f'namespace="{ns}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
     latency_s = al.latencyP95ThresholdMilliseconds / 1000

@@ -94,5 +94,12 @@ LATENCY_P95_METRIC = "inference_latency_p95_seconds"
 # Prometheus' own per-target series (1 while the scrape succeeds), not the runtime's.
 SCRAPE_UP_METRIC = "up"
 MODEL_NAME_METRIC_LABEL = "model_name"
+
+# --- what the runtime serves (serving_runtime/models/folder_format.py and runtimes/) ------
+# The operator image has no ML libraries, so it restates these; tests/operator keep them
+# equal to the runtime's (the name rule) and to the CRD enum and the plug-in registry.
+#: a served model name: the runtime's folder name, URL segment and metric label value
+SERVED_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+SERVED_NAME_MAX_LENGTH = 128
 STATUS_METRIC_LABEL = "status"
 SERVER_ERROR_STATUS = "server_error"  # the status label value of a failed request (5xx)

@@ -134,6 +134,7 @@ def _reconcile(
                 previous,
                 alert_rules=alert_rules,
                 pods=_read_pods(kube, namespace, name),
+                served_model=spec.served_name(name),
             ),
         )
     except ApiException as exc:

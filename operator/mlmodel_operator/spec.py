@@ -95,8 +95,17 @@ class CABundle(_Strict):
     key: str = Field(default="ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
 
 
+#: spec.model.framework; equal to the CRD's enum and the runtime's plug-ins (a test checks)
+Framework = Literal["lightgbm", "sklearn", "xgboost"]
+
+
 class ModelSource(_Strict):
-    framework: Literal["sklearn", "xgboost"]
+    framework: Framework
+    #: the name the runtime serves the model under, when it differs from metadata.name
+    #: (`your_model`, `Fraud.v2`: what requests and metrics call it); default metadata.name
+    name: str | None = Field(default=None, min_length=1,
+                             max_length=names.SERVED_NAME_MAX_LENGTH,
+                             pattern=names.SERVED_NAME_PATTERN)
     version: str = Field(
         min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
     )
@@ -268,6 +277,11 @@ class MLModelSpec(_Strict):
     model: ModelSource
     serving: Serving = Field(default_factory=Serving)
     alerting: Alerting = Field(default_factory=Alerting)
+
+    def served_name(self, object_name: str) -> str:
+        """The model's name in the runtime (fetch --name, PRELOAD_MODELS, /predict's
+        model_name, the model_name metric label): spec.model.name, else metadata.name."""
+        return self.model.name or object_name
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

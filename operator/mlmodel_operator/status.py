@@ -48,6 +48,8 @@ class Observed:
     alert_rules: str | None = None
     # The MLModel's pods (all templates; status picks the current ones). None: not read.
     pods: list[dict[str, Any]] | None = None
+    # the name requests and metrics use (spec.model.name or metadata.name); None: no spec
+    served_model: str | None = None
 
 
 def _now() -> str:
@@ -290,6 +292,7 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
         "readyReplicasText": f"{ready_count}/{replicas}",
         "selector": selector_string(obs.name),
         "url": service_url(obs.name, obs.namespace),
+        "servedModel": obs.served_model,
         "servedVersion": serving.served if serving.verdict.ok else None,
         "alertRules": obs.alert_rules if obs.alert_rules is not None else prev.get("alertRules"),
         "conditions": [condition(READY, ready), condition(SERVING, serving.verdict)],

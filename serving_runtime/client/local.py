@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from serving_runtime.errors import ModelNotFoundError, ServingError
-from serving_runtime.models.folder import (
-    METADATA_FILE,
-    LoadedModel,
-    is_valid_model_name,
-    load_model,
-)
+from serving_runtime.models.folder import LoadedModel, load_model
+from serving_runtime.models.folder_format import METADATA_FILE, is_valid_model_name
 from serving_runtime.models.inference import (
     model_name_of,
     parse_json,

@@ -19,12 +19,12 @@ from typing import Any
 import anyio.to_thread
 
 from serving_runtime.errors import ModelLoadError, ModelNotFoundError, ModelNotReadyError
-from serving_runtime.models.folder import (
+from serving_runtime.models.folder import LoadedModel, load_model
+from serving_runtime.models.folder_format import (
     METADATA_FILE,
-    LoadedModel,
     is_valid_model_name,
-    load_model,
     model_name_problem,
+    validate_model_name,
 )
 from serving_runtime.models.runtimes.native_errors import clean_native_error
 from serving_runtime.schemas import health_document
@@ -149,8 +149,7 @@ class ModelRegistry:
             old = self.models.get(name)
             started = time.perf_counter()
             try:
-                if not is_valid_model_name(name):
-                    raise ValueError(f"{name!r} is not a valid model name (DNS-1123 label)")
+                validate_model_name(name)
                 new = await anyio.to_thread.run_sync(self._load, name)
             except Exception as exc:  # any failure keeps the old version serving
                 msg = load_error_text(exc)

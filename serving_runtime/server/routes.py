@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from serving_runtime import schemas
+from serving_runtime.models.folder_format import MODEL_NAME_RULE
 
-MODEL_NAME_DOC = "Model (folder) name, a DNS-1123 label"
+MODEL_NAME_DOC = f"Model (folder) name: {MODEL_NAME_RULE}"
 VERSION_DOC = "Model version (404 unless it is the one being served)"
 PARAM_DOCS = {"name": MODEL_NAME_DOC, "model_name": MODEL_NAME_DOC, "version": VERSION_DOC}
 

@@ -37,7 +37,7 @@ def test_reference_names_known_fields_with_their_schema():
     rows = {line.split(" | ", 1)[0].strip("| `"): line for line in fields.splitlines()
             if line.startswith("| `")}
     assert "spec.model.uri" in rows and "| string | yes |" in rows["spec.model.uri"]
-    assert "one of `sklearn`, `xgboost`" in rows["spec.model.framework"]
+    assert "one of `lightgbm`, `sklearn`, `xgboost`" in rows["spec.model.framework"]
     replicas = rows["spec.serving.replicas"]
     assert "`1`" in replicas and ">= 0" in replicas and "<= 100" in replicas
     assert "spec.serving.autoscaling.targetLatencyMilliseconds" in rows

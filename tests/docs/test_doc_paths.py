@@ -5,7 +5,7 @@ What counts as a repository path:
 - in `inline code` outside code blocks: a token whose first component is a top-level
   directory of the repository (`serving_runtime/server/app.py`, `e2e/cluster/up`,
   `tests/operator/`), or any `dir/file.ext` (resolved from the repository root, the
-  document's folder or a folder above it: `runtimes/xgboost_direct.py` in
+  document's folder or a folder above it: `runtimes/xgboost/direct.py` in
   serving_runtime/models/trees/README.md);
 - in fenced code blocks: only tokens that start with a top-level directory (commands such as
   `images/build.sh`), since examples also name files of a user's own working directory;
@@ -208,7 +208,7 @@ def test_the_checker_catches_what_it_should():
         "See `serving_runtime/fastpath/asgi.py`, `serving_runtime.fastpath`, "
         "`serving_runtime.save_model`, `serving_runtime/server/app.py`, `https://x.io/a.py`,\n"
         "`tests/runtime/test_*.py`, `<MODELS_DIR>/<name>/metadata.json`, `e2e/.state/env`,\n"
-        "`runtimes/xgboost_direct.py`, [bad](nowhere.md), [ok](#probe), [no](#nope).\n\n"
+        "`runtimes/xgboost/direct.py`, [bad](nowhere.md), [ok](#probe), [no](#nope).\n\n"
         "# Probe\n\n```sh\nimages/no-such-step.sh\nlegacy/rf10/model.joblib\n```\n"
     )
     found = "\n".join(problems_in(REPO_ROOT / "serving_runtime" / "models" / "probe.md", text))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 
 import joblib
@@ -198,11 +199,28 @@ def test_two_artifacts_are_refused(tmp_path, fitted):
         load_model(folder)
 
 
-@pytest.mark.parametrize("name", ["Iris", "iris_v2", "-iris", "iris-", "a" * 64, "iris.v2"])
-def test_model_names_must_be_dns_labels(tmp_path, fitted, name):
+# The names of the original design document and of trading teams' own folders.
+@pytest.mark.parametrize("name", ["your_model", "test_model", "Iris", "iris.v2", "iris-",
+                                  "_private", "Fraud.v2-EU_1", "a" * 128, "0"])
+def test_the_names_people_use_save_and_load(tmp_path, fitted, name):
+    est, X = fitted
+    folder = save_model(est, tmp_path / name, version="1", sample=X[:2])
+    model = load_model(folder)
+    assert model.name == name
+    assert json.loads((folder / "metadata.json").read_text())["name"] == name
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    (".hidden", "not starting with '.'"), ("..", "not starting with '.'"),
+    ("-iris", "not starting with '.' or '-'"), ("a" * 129, "at most 128"),
+    ("a b", "letters, digits"), ("a:b", "letters, digits"), ("mod\u00e8le", "letters, digits"),
+    ("a\\b", "letters, digits"), ("x\n", "letters, digits"),
+])
+def test_names_that_cannot_be_a_folder_or_label_are_refused(tmp_path, fitted, name, why):
     est, _ = fitted
-    with pytest.raises(ValueError, match="DNS-1123"):
+    with pytest.raises(ValueError, match=f"invalid model name .*{re.escape(why)}"):
         save_model(est, tmp_path / name, version="1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
 
 
 def test_save_cli_converts_joblib_only_when_trusted(tmp_path, fitted):

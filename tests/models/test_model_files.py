@@ -14,10 +14,10 @@ import pytest
 from sklearn.datasets import make_classification, make_regression
 
 from serving_runtime import ModelLoadError, load_model, predict_from_body, save_model
-from serving_runtime.models.folder import read_folder_file
+from serving_runtime.models.folder_format import read_folder_file
 from serving_runtime.models.runtimes.native_errors import clean_native_error
-from serving_runtime.models.runtimes.sklearn_check import check_sklearn_trees
-from serving_runtime.models.runtimes.xgboost_check import (
+from serving_runtime.models.runtimes.sklearn.check import check_sklearn_trees
+from serving_runtime.models.runtimes.xgboost.check import (
     ModelFileError,
     checked_model_bytes,
     parse_ubjson,

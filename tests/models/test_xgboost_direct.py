@@ -1,4 +1,4 @@
-"""The direct XGBoost predict (runtimes/xgboost_direct.py) answers bit-for-bit like
+"""The direct XGBoost predict (runtimes/xgboost/direct.py) answers bit-for-bit like
 `Booster.inplace_predict`, and anything it cannot do goes to the public call."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import xgboost as xgb
 from sklearn.datasets import make_classification, make_regression
 
-import serving_runtime.models.runtimes.xgboost_direct as direct
-from serving_runtime.models.runtimes import XGBoostRuntime
-from serving_runtime.models.runtimes.xgboost_direct import DirectDensePredictor, direct_predictor
+import serving_runtime.models.runtimes.xgboost.direct as direct
+from serving_runtime.models.runtimes.xgboost.direct import DirectDensePredictor, direct_predictor
+from serving_runtime.models.runtimes.xgboost.runtime import XGBoostRuntime
 
 
 def _models() -> dict[str, tuple[xgb.Booster, tuple[int, int]]]:

@@ -77,7 +77,8 @@ def test_printer_columns_point_at_status_fields_we_write():
     cols = {
         c["name"]: c["jsonPath"] for c in CRD["spec"]["versions"][0]["additionalPrinterColumns"]
     }
-    assert list(cols) == ["Framework", "Version", "Served", "Ready", "Status", "URL", "Age"]
+    assert list(cols) == ["Framework", "Model", "Version", "Served", "Ready", "Status", "URL",
+                          "Age"]
     status_props = SCHEMA["properties"]["status"]["properties"]
     for path in cols.values():
         if path.startswith(".status."):

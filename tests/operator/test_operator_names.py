@@ -214,3 +214,65 @@ def test_every_env_var_the_operator_sets_for_the_runtime_is_a_runtime_setting():
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     set_on_runtime = {e["name"] for e in c["env"]} - NOT_RUNTIME_SETTINGS
     assert set_on_runtime <= env, set_on_runtime - env
+
+
+def test_the_frameworks_are_the_runtimes_plug_ins():
+    """The operator image has no ML libraries, so spec.py and the CRD name the frameworks
+    themselves; they must be exactly the runtime's plug-ins (a new plug-in fails here until
+    both list it)."""
+    from typing import get_args
+
+    from mlmodel_operator.spec import Framework
+
+    from serving_runtime.models.runtimes import FRAMEWORKS
+    from tests.operator.test_operator_crd import SCHEMA
+
+    crd_enum = SCHEMA["properties"]["spec"]["properties"]["model"]["properties"][
+        "framework"]["enum"]
+    assert sorted(crd_enum) == sorted(get_args(Framework)) == sorted(FRAMEWORKS), (
+        crd_enum, get_args(Framework), list(FRAMEWORKS))
+
+
+def test_the_served_name_rule_is_the_model_folders():
+    from serving_runtime.models.folder_format import MAX_MODEL_NAME_LENGTH, MODEL_NAME_PATTERN
+    from tests.operator.test_operator_crd import SCHEMA
+
+    crd = SCHEMA["properties"]["spec"]["properties"]["model"]["properties"]["name"]
+    assert names.SERVED_NAME_PATTERN == MODEL_NAME_PATTERN == crd["pattern"]
+    assert names.SERVED_NAME_MAX_LENGTH == MAX_MODEL_NAME_LENGTH == crd["maxLength"]
+
+
+def test_a_served_name_reaches_fetch_the_runtime_the_alerts_and_the_status():
+    from mlmodel_operator.status import Observed, compute_status
+
+    spec = parse_spec({"model": {"framework": "lightgbm", "version": "1", "name": "your_model",
+                                 "uri": "https://h.example/m.txt"},
+                       "alerting": {"enabled": True}})
+    dep = builders.build_deployment(OWNER, spec, "img")
+    pod = dep["spec"]["template"]["spec"]
+    (fetch,) = pod["initContainers"]
+    assert fetch["args"][fetch["args"].index("--name") + 1] == "your_model"
+    assert fetch["args"][fetch["args"].index("--framework") + 1] == "lightgbm"
+    (c,) = pod["containers"]
+    assert {e["name"]: e.get("value") for e in c["env"]}[names.ENV_PRELOAD_MODELS] == "your_model"
+    # the Kubernetes objects keep the DNS-safe metadata.name
+    assert dep["metadata"]["name"] == "fraud"
+    assert dep["metadata"]["labels"][names.MODEL_LABEL] == "fraud"
+    rules = builders.build_alert_rules(OWNER, spec)["groups"][0]["rules"]
+    selectors = [r["expr"] for r in rules if names.MODEL_NAME_METRIC_LABEL in r["expr"]]
+    assert selectors and all('model_name="your_model"' in e for e in selectors), selectors
+    status = compute_status(Observed("fraud", "team-a", 1, "1", None, {},
+                                     served_model=spec.served_name("fraud")))
+    assert status["servedModel"] == "your_model"
+    # without spec.model.name the object's name is the served name
+    assert parse_spec({"model": {"framework": "sklearn", "version": "1",
+                                 "uri": "https://h.example/m"}}).served_name("fraud") == "fraud"
+
+
+@pytest.mark.parametrize("bad", ["-x", ".x", "a/b", "a b", "x" * 129, ""])
+def test_a_served_name_the_runtime_would_refuse_is_a_spec_error(bad: str):
+    from mlmodel_operator.spec import SpecError
+
+    with pytest.raises(SpecError, match="spec.model.name"):
+        parse_spec({"model": {"framework": "sklearn", "version": "1", "name": bad,
+                              "uri": "https://h.example/m"}})

@@ -199,7 +199,7 @@ def test_fetch_exit_codes_match_the_fetch_package():
         errors.FetchError.exit_code: "FetchFailed",
         errors.UsageError.exit_code: "FetchFailed",
         errors.SourceError.exit_code: "FetchSourceUnreadable",
-        errors.IntegrityError.exit_code: "FetchSha256Mismatch",
+        errors.INTEGRITY_EXIT_CODE: "FetchSha256Mismatch",
         errors.UnsafeArchiveError.exit_code: "FetchUnsafeArtifact",
         errors.MetadataError.exit_code: "FetchInvalidModelFolder",
     }

@@ -19,11 +19,11 @@ from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-import serving_runtime.models.trees.accelerate as acc
 from serving_runtime import save_model
 from serving_runtime.models.folder import load_model
-from serving_runtime.models.runtimes import SklearnRuntime, XGBoostRuntime
-from serving_runtime.models.trees import compile_evaluator
+from serving_runtime.models.runtimes.sklearn.runtime import SklearnRuntime
+from serving_runtime.models.runtimes.sklearn.trees import compile_sklearn
+from serving_runtime.models.runtimes.xgboost.runtime import XGBoostRuntime
 from serving_runtime.models.trees.accelerate import AcceleratedRuntime, accelerate
 from serving_runtime.server.app import create_app
 from serving_runtime.server.hot_path import HotPathApp
@@ -41,12 +41,12 @@ def _forest(seed: int) -> RandomForestClassifier:
 @pytest.fixture
 def wrong_evaluator(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every compiled evaluator now comes from another forest: it must never be trusted."""
-    impostor = compile_evaluator(_forest(99), "sklearn")
+    impostor = compile_sklearn(_forest(99))
 
-    def fake_compile(model: Any, framework: str, **_: Any) -> Any:
+    def fake_compile(runtime: Any) -> Any:
         return impostor
 
-    monkeypatch.setattr(acc, "compile_evaluator", fake_compile)
+    monkeypatch.setattr(SklearnRuntime, "compile_fast_path", fake_compile)
 
 
 def test_agreeing_evaluator_is_used_and_answers_like_the_framework() -> None:
@@ -114,14 +114,14 @@ def _gauge(metrics: RuntimeMetrics, name: str) -> float | None:
 def test_registry_meters_fast_path_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     save_model(_forest(0), tmp_path / "good", version="1")
     save_model(_forest(1), tmp_path / "bad", version="1")
-    real_compile = acc.compile_evaluator
-    impostor = compile_evaluator(_forest(99), "sklearn")
+    real_compile = SklearnRuntime.compile_fast_path
+    impostor = compile_sklearn(_forest(99))
 
-    def compile_for(model: Any, framework: str, **kw: Any) -> Any:
+    def compile_for(runtime: Any) -> Any:
         # only "bad" (its forest has random_state=1) gets the impostor
-        return impostor if model.random_state == 1 else real_compile(model, framework, **kw)
+        return impostor if runtime.estimator.random_state == 1 else real_compile(runtime)
 
-    monkeypatch.setattr(acc, "compile_evaluator", compile_for)
+    monkeypatch.setattr(SklearnRuntime, "compile_fast_path", compile_for)
     metrics = RuntimeMetrics()
     registry = ModelRegistry(Settings(models_dir=tmp_path), metrics)
 

@@ -78,8 +78,8 @@ def test_bare_artifact_over_http(site, base_url, tmp_path):
     assert main(["--uri", f"{base_url}/diabetes.ubj", "--dest", str(dest), "--name", "d",
                  "--framework", "xgboost", "--version", "1"]) == 0
     meta = json.loads((dest / "d" / "metadata.json").read_text())
-    assert meta == {"framework": "xgboost", "version": "1", "artifact": "model.ubj",
-                    "sha256": sha(site / "diabetes.ubj")}
+    assert meta == {"format_version": 1, "framework": "xgboost", "version": "1",
+                    "artifact": "model.ubj", "sha256": sha(site / "diabetes.ubj")}
 
 
 def test_sha256_mismatch_over_http(base_url, tmp_path, capsys):

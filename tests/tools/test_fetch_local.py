@@ -169,14 +169,15 @@ def test_metadata_sha256_is_checked_too(artifacts, tmp_path, capsys):
     dest = tmp_path / "models"
     assert main(["--uri", str(folder), "--dest", str(dest), "--name", "iris",
                  "--framework", "sklearn", "--version", "3"]) == 4
-    assert "metadata.json sha256 is " + "0" * 64 in capsys.readouterr().err
+    assert "metadata.json sha256 says " + "0" * 64 in capsys.readouterr().err
     assert leftovers(dest) == []
 
 
 def test_artifact_extension_must_fit_framework(artifacts, tmp_path, capsys):
     assert main(["--uri", str(artifacts["skops"]), "--dest", str(tmp_path / "m"),
                  "--name", "iris", "--framework", "xgboost", "--version", "3"]) == 6
-    assert "a .skops artifact is written by sklearn" in capsys.readouterr().err
+    assert ("a .skops artifact is read by sklearn, but the framework is xgboost"
+            in capsys.readouterr().err)
 
 
 def test_unknown_file_type_is_refused(tmp_path, capsys):
@@ -239,8 +240,10 @@ def test_size_cap(artifacts, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--name", "Iris_Model"], "is not a DNS-1123 label"),
-        (["--name", "a" * 64], "is not a DNS-1123 label"),
+        (["--name", "-iris"], "not starting with '.' or '-'"),
+        (["--name", "../iris"], "not starting with '.' or '-'"),
+        (["--name", "a/b"], "letters, digits"),
+        (["--name", "a" * 129], "129 characters long"),
         (["--sha256", "abc"], "is not 64 hex digits"),
         (["--version", " "], "--version must not be empty"),
     ],
@@ -250,8 +253,7 @@ def test_bad_flags(artifacts, tmp_path, capsys, flags, message):
     for flag, value in zip(flags[::2], flags[1::2], strict=True):
         base[flag] = value
     argv = ["--uri", str(artifacts["skops"]), "--dest", str(tmp_path / "m")]
-    for flag, value in base.items():
-        argv += [flag, value]
+    argv += [f"{flag}={value}" for flag, value in base.items()]  # "=": "-iris" is a value
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -285,14 +287,16 @@ def test_dest_is_created_and_temp_dirs_sit_beside_the_result(artifacts, tmp_path
 
 def test_the_fetch_tool_imports_neither_numpy_nor_a_framework():
     """The init container runs `python -m serving_runtime.tools.fetch`: it must start
-    without loading the model library (numpy, scikit-learn, XGBoost), which it never uses."""
+    without numpy or any framework (it reads the model-folder format and the plug-ins'
+    declarations, never a model)."""
     import subprocess
     import sys
 
     probe = ("import sys, runpy; sys.argv = ['fetch', '--help']\n"
              "try:\n    runpy.run_module('serving_runtime.tools.fetch', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
-             "print(sorted(m for m in ('numpy', 'sklearn', 'xgboost', 'serving_runtime.models')"
+             "print(sorted(m for m in ('numpy', 'sklearn', 'xgboost', 'lightgbm', 'skops',"
+             " 'serving_runtime.models.runtimes.base', 'serving_runtime.models.folder')"
              " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True)

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import re
 
+
+class ModelFileError(ValueError):
+    """A model file its framework's native reader must not be given (it could crash or
+    misread it): the message says what is wrong and where. Each framework's checker raises
+    it before the native library sees one byte."""
+
 #: default bound of a cleaned native message (the caller's own words come on top)
 NATIVE_MESSAGE_CHARS = 300
 

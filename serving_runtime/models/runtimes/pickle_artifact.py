@@ -9,8 +9,13 @@ from typing import Any
 
 from serving_runtime.errors import ModelLoadError, UnsafeArtifactError
 from serving_runtime.models.runtimes.native_errors import clean_native_error
+from serving_runtime.models.runtimes.plugin import PICKLE_KINDS
 
-PICKLE_EXTENSIONS = (".joblib", ".pkl", ".pickle")
+PICKLE_EXTENSIONS = tuple(k.suffix for k in PICKLE_KINDS)
+
+
+def is_pickle(suffix: str) -> bool:
+    return suffix.lower() in PICKLE_EXTENSIONS
 
 UNSAFE_HOWTO = (
     "unpickling can run arbitrary code, so it is refused by default; to allow it set "

@@ -1,8 +1,10 @@
 """Compiled tree evaluators: the fast path behind the model runtimes.
 
-`compile_evaluator(model, framework)` returns an `Evaluator` (same `predict` contract as
-`ModelRuntime.predict`) or None; `verify(evaluator, reference_predict)` compares it with
-the framework's own answers. See README.md here for why generated Python code won.
+Each framework plug-in compiles its own models (`ModelRuntime.compile_fast_path`, e.g.
+serving_runtime/models/runtimes/xgboost/trees.py) into an `Evaluator` (same `predict`
+contract as `ModelRuntime.predict`) from the shared code generator here;
+`verify(evaluator, reference_predict)` compares it with the framework's own answers.
+See README.md here for why generated Python code won.
 """
 
 from serving_runtime.models.trees.codegen import NotCompilable
@@ -10,7 +12,6 @@ from serving_runtime.models.trees.evaluator import (
     PROBA_ATOL,
     Evaluator,
     MismatchReport,
-    compile_evaluator,
     sample_rows,
     verify,
 )
@@ -20,7 +21,6 @@ __all__ = [
     "Evaluator",
     "MismatchReport",
     "NotCompilable",
-    "compile_evaluator",
     "sample_rows",
     "verify",
 ]

@@ -17,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 
 from serving_runtime.models.runtimes.base import ModelRuntime
-from serving_runtime.models.trees.evaluator import Evaluator, compile_evaluator, verify
+from serving_runtime.models.trees.codegen import NotCompilable
+from serving_runtime.models.trees.evaluator import Evaluator, verify
 
 log = logging.getLogger("serving_runtime.models.trees")
 
@@ -48,7 +49,6 @@ class AcceleratedRuntime(ModelRuntime):
         self.reference = reference
         self.evaluator = evaluator
         self.framework = reference.framework  # type: ignore[misc]
-        self.safe_extensions = reference.safe_extensions  # type: ignore[misc]
         self.task = reference.task
         self.n_features = reference.n_features
         self.classes = reference.classes
@@ -67,6 +67,21 @@ class AcceleratedRuntime(ModelRuntime):
     def from_estimator(cls, estimator: Any, *, threads: int | None = None) -> ModelRuntime:
         raise TypeError("wrap a framework runtime with accelerate()")
 
+    @classmethod
+    def owns(cls, estimator: Any) -> bool:
+        return False
+
+    @classmethod
+    def artifact_of(cls, estimator: Any, artifact_format: str | None) -> tuple[str, bytes]:
+        raise TypeError("save with the framework's runtime")
+
+    def source_model(self) -> Any:
+        return self.reference.source_model()
+
+    def reference_outputs(self, estimator: Any, X: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.reference.reference_outputs(estimator, X)
+
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if X.shape[0] <= self._max_rows:
             ev = self.evaluator
@@ -82,55 +97,32 @@ class AcceleratedRuntime(ModelRuntime):
         return getattr(self.__dict__["reference"], name)
 
 
-def _model_of(runtime: ModelRuntime) -> tuple[Any, dict[str, Any]] | None:
-    if runtime.framework == "sklearn":
-        est = getattr(runtime, "estimator", None)
-        return (est, {}) if est is not None else None
-    if runtime.framework == "xgboost":
-        booster = getattr(runtime, "booster", None)
-        if booster is None:
-            return None
-        rng = getattr(runtime, "_iteration_range", (0, 0))
-        return booster, {"iteration_range": tuple(rng)}
-    return None
-
-
-def _single_threaded(model: Any) -> None:
-    """One thread per framework call. Measured here (2 CPUs, shared): XGBoost
-    inplace_predict on 64 rows takes ~0.6 ms with nthread=1 and ~10 ms with nthread=2
-    (OpenMP threads competing with the event loop and other processes); even 10,000 rows
-    were faster on one thread. Parallelism comes from one process per core (--workers)."""
-    try:
-        if hasattr(model, "set_param"):  # xgboost.Booster
-            model.set_param({"nthread": 1})
-        elif getattr(model, "n_jobs", None) not in (None, 1) and hasattr(model, "set_params"):
-            model.set_params(n_jobs=None)  # sklearn forests: no joblib threads per call
-    except Exception as exc:  # never a reason to refuse a model
-        log.info("could not set single-threaded prediction", extra={"error": str(exc)})
-
-
 def accelerate(runtime: ModelRuntime, *, model_name: str, check_rows: int = CHECK_ROWS,
                enabled: bool = True) -> tuple[ModelRuntime, FastPathStatus]:
     """(runtime to serve with, status). Never raises for a model problem: any failure to
     compile or to agree means the reference runtime serves. `enabled=False` (FAST_PATH=false,
     an escape hatch when debugging a suspected fast-path problem) serves the reference."""
-    found = _model_of(runtime)
-    if found is not None:
-        _single_threaded(found[0])
+    try:
+        runtime.single_threaded()
+    except Exception as exc:  # never a reason to refuse a model
+        log.info("could not set single-threaded prediction", extra={"error": str(exc)})
     if not enabled:
         return runtime, FastPathStatus("disabled", None, "fast path turned off (FAST_PATH)")
-    evaluator = None
-    if found is not None:
-        try:
-            evaluator = compile_evaluator(found[0], runtime.framework, **found[1])
-        except Exception as exc:  # a converter bug must not stop the model from serving
-            log.warning("fast path compile failed; serving with the reference path",
-                        extra={"model_name": model_name, "error": f"{type(exc).__name__}: {exc}"})
-            return runtime, FastPathStatus("fallback", None, f"compile failed: {exc}")
+    try:
+        evaluator = runtime.compile_fast_path()
+    except NotCompilable as exc:
+        log.info("fast path not available for this model; serving with the reference path",
+                 extra={"model_name": model_name, "reason": str(exc)})
+        return runtime, FastPathStatus("unsupported", None, str(exc))
+    except Exception as exc:  # a converter bug must not stop the model from serving
+        log.warning("fast path compile failed; serving with the reference path",
+                    extra={"model_name": model_name, "error": f"{type(exc).__name__}: {exc}"})
+        return runtime, FastPathStatus("fallback", None, f"compile failed: {exc}")
     if evaluator is None:
         log.info("fast path not available for this model; serving with the reference path",
                  extra={"model_name": model_name})
-        return runtime, FastPathStatus("unsupported", None, "model type not supported")
+        return runtime, FastPathStatus("unsupported", None,
+                                       f"no fast path for {runtime.framework} models")
     report = verify(evaluator, runtime.predict, n_rows=check_rows, seed=0)
     if not report.ok:
         log.warning("fast path disagrees with the framework's own predict; serving with the "

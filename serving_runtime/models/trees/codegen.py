@@ -46,10 +46,14 @@ def _num(value: float) -> str:
 
 
 def tree_block(
-    tree: FlatTree, op: str, leaf_stmt: Callable[[int], str], indent: int = 1
+    tree: FlatTree, op: str, leaf_stmt: Callable[[int], str], indent: int = 1,
+    condition: Callable[[int], str] | None = None,
 ) -> tuple[list[str], int]:
     """Source lines of one tree as nested `if`/`else` starting at `indent`; each leaf
-    becomes `leaf_stmt(node)` (e.g. `return 0.5` or `a += 0.5`). Returns (lines, depth)."""
+    becomes `leaf_stmt(node)` (e.g. `return 0.5` or `a += 0.5`). Returns (lines, depth).
+    `condition(node)`, when given, is the node's whole test instead of
+    `x[feature] <op> threshold` (LightGBM's missing-value rules); it must be built from
+    numbers only, like everything else here."""
     if op not in ("<=", "<"):
         raise ValueError(op)
     lines: list[str] = []
@@ -68,9 +72,9 @@ def tree_block(
         if left == -1:
             lines.append(f"{pad}{leaf_stmt(node)}")
             continue
-        lines.append(
-            f"{pad}if x[{int(tree.feature[node])}] {op} {_num(tree.threshold[node])}:"
-        )
+        test = (condition(node) if condition is not None
+                else f"x[{int(tree.feature[node])}] {op} {_num(tree.threshold[node])}")
+        lines.append(f"{pad}if {test}:")
         # pushed in reverse: left subtree first, then "else:" + right subtree
         stack.append((int(tree.right[node]), depth + 1, f"{pad}else:"))
         stack.append((left, depth + 1, None))

@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from serving_runtime.models.trees.codegen import NotCompilable
-
 log = logging.getLogger("serving_runtime.models.trees")
 
 #: predictions as `predict_rows` returns them: a Python list or a numpy array (callers
@@ -70,25 +68,6 @@ class Evaluator(ABC):
         proba = self.predict(X)[1]
         assert proba is not None
         return proba
-
-
-def compile_evaluator(model: Any, framework: str, **options: Any) -> Evaluator | None:
-    """A fast evaluator for `model` (a fitted sklearn estimator or an xgboost Booster /
-    XGBModel), or None when the model is outside what the fast path supports.
-    XGBoost accepts `iteration_range=(0, n)` (the sklearn wrapper's best iteration)."""
-    try:
-        if framework == "sklearn":
-            from serving_runtime.models.trees.sklearn_trees import compile_sklearn
-
-            return compile_sklearn(model)
-        if framework == "xgboost":
-            from serving_runtime.models.trees.xgboost_trees import compile_xgboost
-
-            return compile_xgboost(model, **options)
-    except NotCompilable as exc:
-        log.info("fast path not available: %s", exc)
-        return None
-    return None
 
 
 @dataclass

@@ -14,14 +14,17 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+
+from serving_runtime.errors import IntegrityError
+from serving_runtime.models.folder_format import bare_metadata, model_name_problem
+from serving_runtime.models.runtimes import FRAMEWORKS
 
 from .archive import is_gzip, model_root, safe_extract
-from .errors import FetchError, MetadataError, UnsafeArchiveError, UsageError
+from .errors import INTEGRITY_EXIT_CODE, FetchError, MetadataError, UnsafeArchiveError, UsageError
 from .folder import (
     adopt_artifact,
     check_metadata,
-    check_sha256,
+    check_pins,
     copy_flat_folder,
     find_artifact,
     place_bare_artifact,
@@ -33,18 +36,14 @@ from .sources import open_source
 __all__ = ["fetch", "main", "FetchError", "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
-FRAMEWORKS = ("sklearn", "xgboost")
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def _validate(name: str, framework: str, version: str, sha256: str | None) -> None:
-    if not _NAME.fullmatch(name) or len(name) > 63:
-        raise UsageError(
-            f"--name {name!r} is not a DNS-1123 label (lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters)"
-        )
+    problem = model_name_problem(name)
+    if problem is not None:
+        raise UsageError(f"--name {name[:100]!r}: {problem}")
     if framework not in FRAMEWORKS:
         raise UsageError(f"--framework {framework!r}: expected one of {', '.join(FRAMEWORKS)}")
     if not version.strip():
@@ -98,7 +97,8 @@ def fetch(
     timeout: float = 60.0,
     ca_bundle: Path | str | None = None,
 ) -> Path:
-    """Fetch `uri` into `dest/name` and return that folder. Raises FetchError subclasses."""
+    """Fetch `uri` into `dest/name` and return that folder. Raises FetchError subclasses,
+    or serving_runtime.errors.IntegrityError for a sha256 mismatch."""
     _validate(name, framework, version, sha256)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -121,9 +121,9 @@ def fetch(
         recorded = metadata.get("sha256") if metadata else None
         if recorded is not None and not isinstance(recorded, str):
             raise MetadataError("metadata.json sha256 must be a string of 64 hex digits")
-        digest = check_sha256(artifact, sha256, recorded)
+        digest = check_pins(artifact, sha256, recorded)
         if metadata is None:
-            write_metadata(folder, _bare_metadata(framework, version, artifact.name, digest))
+            write_metadata(folder, bare_metadata(framework, version, artifact.name, digest))
         elif sha256 and not recorded:
             # Carry the pin into the folder so the runtime re-checks it on every (re)load.
             metadata["sha256"] = digest
@@ -134,11 +134,6 @@ def fetch(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _bare_metadata(framework: str, version: str, artifact: str, digest: str) -> dict[str, Any]:
-    # Feature names, task and classes are read from the artifact by the loader.
-    return {"framework": framework, "version": version, "artifact": artifact, "sha256": digest}
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving_runtime.tools.fetch",
@@ -147,8 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--uri", required=True, help="where the model is")
     p.add_argument("--dest", required=True, type=Path, help="models directory (DEST)")
-    p.add_argument("--name", required=True, help="model name = folder name (DNS-1123 label)")
-    p.add_argument("--framework", required=True, choices=FRAMEWORKS)
+    p.add_argument("--name", required=True, help="model name = folder name (letters, digits, "
+                   "'_', '-', '.'; not starting with '.' or '-')")
+    p.add_argument("--framework", required=True, choices=list(FRAMEWORKS))
     p.add_argument("--version", required=True, help="model version (must match metadata)")
     p.add_argument("--sha256", help="expected sha256 of the artifact file (not the archive)")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
@@ -171,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except FetchError as exc:
         print(f"fetch: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except IntegrityError as exc:  # the model-folder format's one integrity error
+        print(f"fetch: error: {exc}", file=sys.stderr)
+        return INTEGRITY_EXIT_CODE
     except OSError as exc:  # permissions, a full disk: say so without a traceback
         print(f"fetch: error: {exc.strerror or exc}: {exc.filename or args.dest}",
               file=sys.stderr)

@@ -22,10 +22,9 @@ class SourceError(FetchError):
     exit_code = 3
 
 
-class IntegrityError(FetchError):
-    """The artifact's sha256 differs from the pinned one."""
-
-    exit_code = 4
+#: a sha256 that differs from the pin or from metadata.json: the model-folder format's
+#: one integrity error (serving_runtime.errors.IntegrityError) exits with this code
+INTEGRITY_EXIT_CODE = 4
 
 
 class UnsafeArchiveError(FetchError):

@@ -1,34 +1,30 @@
-"""Turning whatever the source held into a flat model folder, checking it, pinning it."""
+"""Turning whatever the source held into a flat model folder, checking it, pinning it.
+
+The folder format (file names, the artifact table, metadata schema, sha256) is
+serving_runtime/models/folder_format.py, the same module the runtime's loader reads.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError, MetadataError, UnsafeArchiveError
+from serving_runtime.errors import ModelLoadError
+from serving_runtime.models.folder_format import (
+    METADATA_FILE,
+    SAMPLE_FILE,
+    artifact_kind,
+    artifact_table,
+    check_sha256,
+    find_artifact_name,
+    parse_folder_json,
+    sha256_file,
+)
+from serving_runtime.models.folder_format import check_metadata as metadata_schema
 
-METADATA = "metadata.json"
-# bare artifact extension -> (stored file name, frameworks that write it)
-ARTIFACT_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    ".skops": ("model.skops", ("sklearn",)),
-    ".ubj": ("model.ubj", ("xgboost",)),
-    ".json": ("model.json", ("xgboost",)),
-    ".joblib": ("model.joblib", ("sklearn", "xgboost")),
-    ".pkl": ("model.joblib", ("sklearn", "xgboost")),
-    ".pickle": ("model.joblib", ("sklearn", "xgboost")),
-}
-ARTIFACT_NAMES = tuple(sorted({stored for stored, _ in ARTIFACT_KINDS.values()}))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from .errors import MetadataError, UnsafeArchiveError
 
 
 def copy_flat_folder(src: Path, dst: Path, *, max_bytes: int) -> None:
@@ -65,21 +61,22 @@ def copy_flat_folder(src: Path, dst: Path, *, max_bytes: int) -> None:
         shutil.copyfile(real, dst / entry.name)
 
 
+def _stored_name(src: Path, framework: str) -> str:
+    try:
+        return artifact_kind(src.suffix, framework).stored_name
+    except ValueError as exc:
+        raise MetadataError(f"{src.name}: {exc}") from None
+
+
 def place_bare_artifact(src: Path, folder: Path, framework: str) -> str:
     """Copy a bare artifact into `folder` under its canonical name; return that name."""
-    suffix = src.suffix.lower()
-    if suffix not in ARTIFACT_KINDS:
-        known = ", ".join(sorted(ARTIFACT_KINDS))
+    if src.suffix.lower() not in artifact_table():
+        known = ", ".join(sorted(artifact_table()))
         raise MetadataError(
             f"{src.name}: not a model folder, not a .tar.gz and not a known artifact "
             f"type (expected one of {known})"
         )
-    stored, frameworks = ARTIFACT_KINDS[suffix]
-    if framework not in frameworks:
-        raise MetadataError(
-            f"{src.name}: a {suffix} artifact is written by {' or '.join(frameworks)}, "
-            f"but --framework is {framework}"
-        )
+    stored = _stored_name(src, framework)
     shutil.copyfile(src, folder / stored)
     return stored
 
@@ -87,58 +84,42 @@ def place_bare_artifact(src: Path, folder: Path, framework: str) -> str:
 def adopt_artifact(folder: Path, framework: str) -> str:
     """A folder without metadata.json must hold exactly one artifact; give it its
     canonical name (`iris-v3.skops` -> `model.skops`) and return that name."""
+    table = artifact_table()
     candidates = [
         p for p in sorted(folder.iterdir())
-        if p.suffix.lower() in ARTIFACT_KINDS and p.name not in (METADATA, "sample.json")
+        if p.suffix.lower() in table and p.name not in (METADATA_FILE, SAMPLE_FILE)
     ]
     if len(candidates) != 1:
         listed = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise MetadataError(
-            "no metadata.json, so the folder must hold exactly one artifact "
-            f"({', '.join(sorted(ARTIFACT_KINDS))}); found: {listed}"
+            f"no {METADATA_FILE}, so the folder must hold exactly one artifact "
+            f"({', '.join(sorted(table))}); found: {listed}"
         )
     src = candidates[0]
-    stored, frameworks = ARTIFACT_KINDS[src.suffix.lower()]
-    if framework not in frameworks:
-        raise MetadataError(
-            f"{src.name}: a {src.suffix} artifact is written by {' or '.join(frameworks)}, "
-            f"but --framework is {framework}"
-        )
+    stored = _stored_name(src, framework)
     if src.name != stored:
         src.rename(folder / stored)
     return stored
 
 
 def find_artifact(folder: Path, metadata: dict[str, Any] | None) -> Path:
-    if metadata is not None and isinstance(metadata.get("artifact"), str):
-        path = folder / metadata["artifact"]
-        if Path(metadata["artifact"]).name != metadata["artifact"] or not path.is_file():
-            raise MetadataError(
-                f"metadata.json names artifact {metadata['artifact']!r}, "
-                "which is not a file in the model folder"
-            )
-        return path
-    found = [folder / n for n in ARTIFACT_NAMES if (folder / n).is_file()]
-    if len(found) != 1:
-        listed = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise MetadataError(
-            f"expected exactly one artifact ({' | '.join(ARTIFACT_NAMES)}) in the model "
-            f"folder, found: {listed}"
-        )
-    return found[0]
+    """The folder's artifact, by the same rule the runtime's loader applies."""
+    names = [p.name for p in folder.iterdir() if p.is_file()]
+    try:
+        return folder / find_artifact_name(names, metadata, "the model folder")
+    except ModelLoadError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
-    path = folder / METADATA
+    """metadata.json parsed as strictly as the loader parses it, or None if absent."""
+    path = folder / METADATA_FILE
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"metadata.json is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MetadataError("metadata.json must hold a JSON object")
-    return data
+    try:  # the loader's own schema: a folder fetch accepts is one the runtime reads
+        return metadata_schema(parse_folder_json(METADATA_FILE, path.read_bytes()))
+    except ModelLoadError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def check_metadata(metadata: dict[str, Any], framework: str, version: str) -> None:
@@ -148,22 +129,19 @@ def check_metadata(metadata: dict[str, Any], framework: str, version: str) -> No
         have = metadata.get(key)
         if have is not None and str(have) != wanted:
             raise MetadataError(
-                f"metadata.json says {key} {str(have)!r} but {flag} is {wanted!r}; "
+                f"{METADATA_FILE} says {key} {str(have)!r} but {flag} is {wanted!r}; "
                 "fix the MLModel spec or the model folder so they agree"
             )
 
 
-def check_sha256(artifact: Path, pinned: str | None, recorded: str | None) -> str:
-    """Compare the artifact's digest with the pin and with metadata's; return it."""
-    actual = sha256_of(artifact)
-    for expected, origin in ((pinned, "--sha256"), (recorded, "metadata.json sha256")):
-        if expected and expected.lower() != actual:
-            raise IntegrityError(
-                f"sha256 mismatch for {artifact.name}: {origin} is {expected.lower()}, "
-                f"the file's is {actual}; refusing the model"
-            )
+def check_pins(artifact: Path, pinned: str | None, recorded: str | None) -> str:
+    """Compare the artifact's digest with the pin and with metadata's; return it.
+    Raises serving_runtime.errors.IntegrityError (exit code 4)."""
+    actual = sha256_file(artifact)
+    check_sha256(artifact.name, actual, pinned, "--sha256")
+    check_sha256(artifact.name, actual, recorded, f"{METADATA_FILE} sha256")
     return actual
 
 
 def write_metadata(folder: Path, metadata: dict[str, Any]) -> None:
-    (folder / METADATA).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

@@ -13,7 +13,9 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.tree import DecisionTreeRegressor
 
-from serving_runtime.models.trees import PROBA_ATOL, compile_evaluator, verify
+from serving_runtime.models.runtimes.sklearn.trees import compile_sklearn
+from serving_runtime.models.runtimes.xgboost.trees import compile_xgboost
+from serving_runtime.models.trees import PROBA_ATOL, NotCompilable, verify
 
 N_ROWS = 10_000
 
@@ -55,7 +57,7 @@ def _assert_classifier_equal(ev: Any, model: Any, X: np.ndarray) -> None:
 ], ids=["rf-binary", "rf-multiclass", "extratrees-multiclass"])
 def test_sklearn_classifiers_match_predict_proba(make: Any) -> None:
     model = make()
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None and ev.is_classifier
     _assert_classifier_equal(ev, model, _rows(model.n_features_in_))
 
@@ -64,7 +66,7 @@ def test_sklearn_string_class_labels_come_back_as_labels() -> None:
     X, y = _multi()
     labels = np.array(["buy", "hold", "sell", "wait"])[y]
     model = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, labels)
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None
     _assert_classifier_equal(ev, model, _rows(12))
 
@@ -75,7 +77,7 @@ def test_sklearn_string_class_labels_come_back_as_labels() -> None:
 ], ids=["rf-regressor", "tree-regressor"])
 def test_sklearn_regressors_match_predict(make: Any) -> None:
     model = make()
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None and not ev.is_classifier
     X = _rows(8)
     pred, proba = ev.predict(X)
@@ -90,7 +92,7 @@ def test_sklearn_regressors_match_predict(make: Any) -> None:
 ], ids=["xgb-binary", "xgb-multiclass"])
 def test_xgboost_classifiers_match_predict_proba(make: Any) -> None:
     model = make()
-    ev = compile_evaluator(model, "xgboost")
+    ev = compile_xgboost(model)
     assert ev is not None and ev.is_classifier
     _assert_classifier_equal(ev, model, _rows(model.n_features_in_))
 
@@ -98,7 +100,7 @@ def test_xgboost_classifiers_match_predict_proba(make: Any) -> None:
 def test_xgboost_regressor_matches_predict() -> None:
     X, y = _regression()
     model = xgb.XGBRegressor(n_estimators=80, random_state=0).fit(X, y)
-    ev = compile_evaluator(model, "xgboost")
+    ev = compile_xgboost(model)
     assert ev is not None
     pred, proba = ev.predict(_rows(8))
     assert proba is None
@@ -112,7 +114,7 @@ def test_xgboost_best_iteration_is_honoured() -> None:
     model = xgb.XGBClassifier(n_estimators=60, early_stopping_rounds=3, random_state=0)
     model.fit(X[:800], y[:800], eval_set=[(X[800:], y[800:])], verbose=False)
     assert model.best_iteration < 59  # otherwise the test proves nothing
-    ev = compile_evaluator(model, "xgboost", iteration_range=(0, model.best_iteration + 1))
+    ev = compile_xgboost(model, iteration_range=(0, model.best_iteration + 1))
     assert ev is not None
     _assert_classifier_equal(ev, model, _rows(10))
 
@@ -121,14 +123,15 @@ def test_unsupported_models_get_no_evaluator() -> None:
     from sklearn.linear_model import LogisticRegression
 
     X, y = _binary()
-    assert compile_evaluator(LogisticRegression().fit(X, y), "sklearn") is None
-    assert compile_evaluator(xgb.XGBClassifier(n_estimators=5, booster="gblinear").fit(X, y),
-                             "xgboost") is None
+    with pytest.raises(NotCompilable, match="LogisticRegression is not a supported tree"):
+        compile_sklearn(LogisticRegression().fit(X, y))
+    with pytest.raises(NotCompilable, match="gblinear"):
+        compile_xgboost(xgb.XGBClassifier(n_estimators=5, booster="gblinear").fit(X, y))
 
 
 def test_verify_reports_agreement_for_a_correct_evaluator() -> None:
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(*_binary())
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None
 
     def reference(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +148,7 @@ def test_verify_catches_a_deliberately_wrong_evaluator() -> None:
     X, y = _binary()
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
     other = RandomForestClassifier(n_estimators=10, random_state=99).fit(X, y)
-    ev = compile_evaluator(other, "sklearn")
+    ev = compile_sklearn(other)
     assert ev is not None
 
     def reference(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +162,7 @@ def test_verify_catches_a_deliberately_wrong_evaluator() -> None:
 def test_verify_catches_a_tiny_probability_drift() -> None:
     """A fast path off by 1e-5 in one class probability must fail the 1e-6 check."""
     model = RandomForestClassifier(n_estimators=10, random_state=0).fit(*_binary())
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None
 
     def reference(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +176,7 @@ def test_verify_catches_a_tiny_probability_drift() -> None:
 
 def test_verify_treats_a_failure_on_the_sample_as_not_ok() -> None:
     model = RandomForestClassifier(n_estimators=3, random_state=0).fit(*_binary())
-    ev = compile_evaluator(model, "sklearn")
+    ev = compile_sklearn(model)
     assert ev is not None
 
     def reference(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

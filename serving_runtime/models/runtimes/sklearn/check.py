@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from serving_runtime.models.runtimes.xgboost_check import ModelFileError
+from serving_runtime.models.runtimes.native_errors import ModelFileError
 
 _MAX_OBJECTS = 1_000_000  # objects visited while looking for trees
 

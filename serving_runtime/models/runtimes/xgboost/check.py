@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from serving_runtime.models.runtimes.base import MAX_FEATURES
+from serving_runtime.models.runtimes.native_errors import ModelFileError
+
 MAX_DEPTH = 64  # real models nest 6 levels deep
-#: widest model accepted (the load-time checks build rows x features matrices)
-MAX_FEATURES = 65_536
 MAX_OUTPUTS = 65_536  # classes / targets
 MAX_CATEGORY = 1 << 24  # category values index a bitset XGBoost allocates
 # UBJSON marker -> (struct format, numpy dtype, bytes); big-endian as the format says
@@ -39,10 +40,6 @@ _INTS = {ord("i"): (">b", ">i1", 1), ord("U"): (">B", ">u1", 1), ord("I"): (">h"
          ord("l"): (">i", ">i4", 4), ord("L"): (">q", ">i8", 8)}
 _FLOATS = {ord("d"): (">f", ">f4", 4), ord("D"): (">d", ">f8", 8)}
 _TYPED = {**_INTS, **_FLOATS}
-
-
-class ModelFileError(ValueError):
-    """The file is not a model XGBoost can read safely; the message says where."""
 
 
 # --- UBJSON --------------------------------------------------------------------------

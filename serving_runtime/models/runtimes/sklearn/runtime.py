@@ -6,20 +6,24 @@ from __future__ import annotations
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from serving_runtime.errors import ModelLoadError, UnsafeArtifactError
-from serving_runtime.models.runtimes.base import ModelRuntime, Task
-from serving_runtime.models.runtimes.native_errors import clean_native_error
-from serving_runtime.models.runtimes.pickle_artifact import (
-    PICKLE_EXTENSIONS,
-    UNSAFE_HOWTO,
-    load_pickle,
+from serving_runtime.models.runtimes.base import (
+    ModelRuntime,
+    Task,
+    check_format,
+    unsupported_artifact,
 )
-from serving_runtime.models.runtimes.sklearn_check import check_sklearn_trees, skops_unpacked_size
-from serving_runtime.models.runtimes.xgboost_check import ModelFileError
+from serving_runtime.models.runtimes.native_errors import ModelFileError, clean_native_error
+from serving_runtime.models.runtimes.pickle_artifact import UNSAFE_HOWTO, is_pickle, load_pickle
+from serving_runtime.models.runtimes.sklearn import FRAMEWORK
+from serving_runtime.models.runtimes.sklearn.check import check_sklearn_trees, skops_unpacked_size
+
+if TYPE_CHECKING:
+    from serving_runtime.models.trees.evaluator import Evaluator
 
 # Types skops does not trust by itself but that plain fitted scikit-learn estimators
 # contain (tree structures, neighbour indexes, optimiser state). Anything else a file
@@ -60,8 +64,7 @@ def _final_step(estimator: Any) -> Any:
 
 
 class SklearnRuntime(ModelRuntime):
-    framework: ClassVar[str] = "sklearn"
-    safe_extensions: ClassVar[tuple[str, ...]] = (".skops",)
+    framework: ClassVar[str] = FRAMEWORK.name
 
     def __init__(self, estimator: Any) -> None:
         from sklearn.base import is_classifier, is_regressor
@@ -105,13 +108,11 @@ class SklearnRuntime(ModelRuntime):
             estimator = _load_skops(artifact, allow_unsafe=allow_unsafe,
                                     data=artifact.read_bytes() if data is None else data,
                                     max_bytes=max_bytes)
-        elif suffix in PICKLE_EXTENSIONS:
+        elif is_pickle(suffix):
             estimator = load_pickle(artifact, allow_unsafe=allow_unsafe, data=data)
         else:
-            raise ModelLoadError(
-                f"unsupported scikit-learn artifact {artifact.name}: expected .skops "
-                f"(or .joblib/.pkl with unsafe loading allowed)"
-            )
+            raise unsupported_artifact(FRAMEWORK.title, artifact.name,
+                                       FRAMEWORK.describe_suffixes())
         try:  # before anything predicts: a tampered tree crashes the native code
             check_sklearn_trees(estimator)
         except ModelFileError as exc:
@@ -122,6 +123,32 @@ class SklearnRuntime(ModelRuntime):
     @classmethod
     def from_estimator(cls, estimator: Any, *, threads: int | None = None) -> SklearnRuntime:
         return cls(estimator)
+
+    @classmethod
+    def owns(cls, estimator: Any) -> bool:
+        from sklearn.base import BaseEstimator
+
+        return isinstance(estimator, BaseEstimator)
+
+    @classmethod
+    def artifact_of(cls, estimator: Any, artifact_format: str | None) -> tuple[str, bytes]:
+        check_format(FRAMEWORK.title, artifact_format, FRAMEWORK.save_formats)
+        import skops.io as sio
+
+        return "model.skops", sio.dumps(estimator)
+
+    def source_model(self) -> Any:
+        return self.estimator
+
+    def compile_fast_path(self) -> Evaluator | None:
+        from serving_runtime.models.runtimes.sklearn.trees import compile_sklearn
+
+        return compile_sklearn(self.estimator)
+
+    def single_threaded(self) -> None:
+        est = self.estimator  # forests: no joblib threads per call
+        if getattr(est, "n_jobs", None) not in (None, 1) and hasattr(est, "set_params"):
+            est.set_params(n_jobs=None)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if not self.has_proba:

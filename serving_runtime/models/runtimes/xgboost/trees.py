@@ -116,7 +116,7 @@ class XGBoostTreeEvaluator(Evaluator):
         self._groups = [np.flatnonzero(np.asarray(tree_info) == k) for k in range(self.n_outputs)]
         self._base = self._base_margin(booster, iteration_range)
         # Measured (XGB-100): ~0.08 us per tree-row here against ~80 us per XGBoost call
-        # (runtimes/xgboost_direct.py) plus ~0.8 us per row, so XGBoost's own call wins
+        # (runtimes/xgboost/direct.py) plus ~0.8 us per row, so XGBoost's own call wins
         # beyond ~1000 tree-rows (10 rows of XGB-100: 70 vs 93 us at 8 rows, 111 vs 94 at 13).
         self.max_rows = max(1, min(256, 1000 // max(1, len(trees))))
 

@@ -6,24 +6,32 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from serving_runtime.errors import ModelLoadError
-from serving_runtime.models.runtimes.base import ModelRuntime, Task
-from serving_runtime.models.runtimes.native_errors import clean_native_error
-from serving_runtime.models.runtimes.pickle_artifact import PICKLE_EXTENSIONS, load_pickle
-from serving_runtime.models.runtimes.xgboost_check import ModelFileError, checked_model_bytes
-from serving_runtime.models.runtimes.xgboost_direct import direct_predictor
+from serving_runtime.models.runtimes.base import (
+    ModelRuntime,
+    Task,
+    check_format,
+    unsupported_artifact,
+)
+from serving_runtime.models.runtimes.native_errors import ModelFileError, clean_native_error
+from serving_runtime.models.runtimes.pickle_artifact import is_pickle, load_pickle
+from serving_runtime.models.runtimes.xgboost import FRAMEWORK
+from serving_runtime.models.runtimes.xgboost.check import checked_model_bytes
+from serving_runtime.models.runtimes.xgboost.direct import direct_predictor
+
+if TYPE_CHECKING:
+    from serving_runtime.models.trees.evaluator import Evaluator
 
 _CLASSIFICATION_OBJECTIVES = ("binary:logistic", "multi:softprob", "multi:softmax")
 _REGRESSION_PREFIXES = ("reg:", "count:", "survival:", "rank:")
 
 
 class XGBoostRuntime(ModelRuntime):
-    framework: ClassVar[str] = "xgboost"
-    safe_extensions: ClassVar[tuple[str, ...]] = (".json", ".ubj")
+    framework: ClassVar[str] = FRAMEWORK.name
 
     def __init__(self, booster: Any, *, threads: int | None = None) -> None:
         self.booster = booster
@@ -59,16 +67,15 @@ class XGBoostRuntime(ModelRuntime):
         data: bytes | None = None, max_bytes: int | None = None,
     ) -> XGBoostRuntime:
         suffix = artifact.suffix.lower()
-        if suffix in PICKLE_EXTENSIONS:
+        if is_pickle(suffix):
             obj = load_pickle(artifact, allow_unsafe=allow_unsafe, data=data)
             return cls.from_estimator(obj, threads=threads)
-        if suffix not in cls.safe_extensions:
-            raise ModelLoadError(
-                f"unsupported XGBoost artifact {artifact.name}: expected .json or .ubj"
-            )
+        if suffix not in FRAMEWORK.safe_suffixes:
+            raise unsupported_artifact(FRAMEWORK.title, artifact.name,
+                                       FRAMEWORK.describe_suffixes())
         import xgboost as xgb
 
-        try:  # XGBoost's own reader and predictor crash on a corrupt file: see xgboost_check
+        try:  # XGBoost's own reader and predictor crash on a corrupt file: see check.py
             checked = checked_model_bytes(artifact.read_bytes() if data is None else data,
                                           suffix)
         except ModelFileError as exc:
@@ -92,6 +99,40 @@ class XGBoostRuntime(ModelRuntime):
         if isinstance(estimator, xgb.Booster):
             return cls(estimator, threads=threads)
         raise ModelLoadError(f"{type(estimator).__name__} is not an XGBoost model")
+
+    @classmethod
+    def owns(cls, estimator: Any) -> bool:
+        import xgboost as xgb
+
+        return isinstance(estimator, xgb.XGBModel | xgb.Booster)
+
+    @classmethod
+    def artifact_of(cls, estimator: Any, artifact_format: str | None) -> tuple[str, bytes]:
+        fmt = check_format(FRAMEWORK.title, artifact_format, FRAMEWORK.save_formats)
+        import xgboost as xgb
+
+        booster = estimator if isinstance(estimator, xgb.Booster) else estimator.get_booster()
+        # save_raw writes exactly what save_model writes to a file of that suffix
+        return f"model.{fmt}", bytes(booster.save_raw(fmt))
+
+    def source_model(self) -> Any:
+        return self.booster
+
+    def reference_outputs(self, estimator: Any, X: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+        import xgboost as xgb
+
+        if isinstance(estimator, xgb.Booster):  # its predict wants a DMatrix: ours is exact
+            return self.predict(X)
+        return super().reference_outputs(estimator, X)
+
+    def compile_fast_path(self) -> Evaluator | None:
+        from serving_runtime.models.runtimes.xgboost.trees import compile_xgboost
+
+        return compile_xgboost(self.booster, self._iteration_range)
+
+    def single_threaded(self) -> None:
+        self.booster.set_param({"nthread": 1})
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self._direct(X) if self._direct is not None else None
