@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes the local base image (default local/debian-python:bookworm) when it is missing:
-# no registry is reachable here, so debootstrap a minimal Debian bookworm with python3,
-# python3-venv and ca-certificates and `docker import` it. The root file system tarball
+# Makes the local base image (default local/debian-python:bookworm-<digest>) when it is
+# missing: no registry is reachable here, so debootstrap a minimal Debian bookworm with
+# BASE_PACKAGES (lib.sh: python3, python3-venv, ca-certificates, libgomp1) and
+# `docker import` it. The root file system tarball
 # is cached, so a pruned engine re-imports in seconds instead of re-bootstrapping.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -10,7 +11,7 @@ if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   log "base: $BASE_IMAGE present"
   exit 0
 fi
-tarball=$IMAGES_CACHE/debian-python-bookworm.tar
+tarball=$IMAGES_CACHE/debian-python-$BASE_TAG.tar
 if [ ! -s "$tarball" ]; then
   command -v debootstrap >/dev/null || apt_install debootstrap
   # Use the same Debian mirror as the host's apt (a mirror or proxy may be configured).
@@ -19,7 +20,7 @@ if [ ! -s "$tarball" ]; then
   root=$(mktemp -d "$IMAGES_CACHE/rootfs.XXXXXX")
   trap 'rm -rf "$root"' EXIT
   log "base: debootstrap bookworm minbase into $root (about a minute) ${mirror:+from $mirror}"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  debootstrap --variant=minbase --include="$BASE_PACKAGES" \
     bookworm "$root" ${mirror:+"$mirror"} >"$IMAGES_CACHE/debootstrap.log" 2>&1 \
     || { tail -n 20 "$IMAGES_CACHE/debootstrap.log" >&2; die "debootstrap failed"; }
   # Nothing in the images needs docs, man pages, translations or apt's downloads.

@@ -5,7 +5,8 @@
 # from cache when its inputs did not change, so a warm run takes seconds.
 #   images/build.sh                # both images
 #   images/build.sh runtime        # one of: runtime, operator
-# Env: BASE_IMAGE (default local/debian-python:bookworm; anything with python3.11 + venv),
+# Env: BASE_IMAGE (default local/debian-python:bookworm-<digest>, made by base.sh; anything
+#      with python3.11, venv and libgomp1),
 #      RUNTIME_IMAGE, OPERATOR_IMAGE, N1V1_CACHE.
 set -euo pipefail
 here=$(dirname "$0")

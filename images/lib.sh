@@ -2,7 +2,12 @@
 # shellcheck shell=bash
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IMAGES_CACHE=${N1V1_CACHE:-$HOME/.cache/n1v1}/images
-BASE_IMAGE=${BASE_IMAGE:-local/debian-python:bookworm}
+# What the local base holds. libgomp1: LightGBM's wheel links the system OpenMP runtime
+# (XGBoost's vendors its own). The tag carries a digest of the list, so a changed list
+# builds a new base instead of reusing a cached one that lacks a package.
+BASE_PACKAGES=python3,python3-venv,ca-certificates,libgomp1
+BASE_TAG=bookworm-$(printf %s "$BASE_PACKAGES" | sha256sum | cut -c1-8)
+BASE_IMAGE=${BASE_IMAGE:-local/debian-python:$BASE_TAG}
 VERSION=${N1V1_VERSION:-0.1.0}
 RUNTIME_IMAGE=${RUNTIME_IMAGE:-n1v1-ml-serving:$VERSION}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-n1v1-mlmodel-operator:$VERSION}

@@ -86,3 +86,20 @@ def xgboost_folder(models_dir: Path, name: str, version: str) -> tuple[Path, lis
     folder = save_model(model, models_dir / name, version=version, feature_names=names,
                         sample=X[:5], artifact_format="ubj")
     return folder, names
+
+
+def lightgbm_folder(models_dir: Path, name: str, version: str) -> tuple[Path, list[str]]:
+    """A fitted 30-tree LightGBM classifier with string labels, saved as a model folder
+    (LightGBM's text model file, labels in metadata.json)."""
+    import lightgbm as lgb
+
+    from serving_runtime import save_model
+
+    rng = np.random.default_rng(12)
+    names = ["bid", "ask", "depth", "imbalance", "vol_1m"]
+    X = rng.normal(size=(800, len(names)))
+    y = np.where(X[:, 0] - X[:, 1] + 0.3 * X[:, 3] > 0, "buy", "sell")
+    model = lgb.LGBMClassifier(n_estimators=30, num_leaves=15, verbose=-1).fit(X, y)
+    folder = save_model(model, models_dir / name, version=version, feature_names=names,
+                        sample=X[:5])
+    return folder, names

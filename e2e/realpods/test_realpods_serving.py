@@ -18,6 +18,7 @@ from e2e.realpods.models import (
     configmap_folder,
     escaping_archive,
     example,
+    lightgbm_folder,
     sha256,
     sklearn_folder,
     tar_folder,
@@ -63,6 +64,35 @@ def test_https_example_over_the_test_host(realpods, on_real_node, https_model_si
           "after apply")
     assert len(ready_endpoints(realpods, "fraud-rf")) == 2
     assert_remote_equals_local(cluster_url(realpods, "fraud-rf"), models_dir, "fraud-rf", names)
+
+
+def test_lightgbm_under_the_name_the_engine_uses(realpods, on_real_node, model_site, tmp_path):
+    """A LightGBM model served as `your_model` (the original design document's name, not a
+    DNS label): the MLModel is `your-model`, spec.model.name carries the served name. The
+    folder is a .tar.gz over HTTP pinned by the artifact's sha256; the engine's client asks
+    for `your_model` through the Service and gets what in-process inference gives."""
+    models_dir = tmp_path / "models"
+    folder, names = lightgbm_folder(models_dir, "your_model", "1.0.0")
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["framework"] == "lightgbm" and meta["artifact"] == "model.txt"
+    tar_folder(folder, model_site.root / "your_model.tar.gz")
+    body = base_mlmodel("your-model", model={
+        "framework": "lightgbm", "name": "your_model", "version": "1.0.0",
+        "uri": f"{model_site.url}/your_model.tar.gz", "sha256": meta["sha256"]})
+    t0 = time.monotonic()
+    realpods.apply(on_real_node(body))
+    status = realpods.wait_ready("your-model", timeout=180)["status"]
+    print(f"your-model (LightGBM, served as your_model) Ready {time.monotonic() - t0:.1f}s "
+          "after apply")
+    assert status["servedModel"] == "your_model", status
+    url = cluster_url(realpods, "your-model")
+    assert_remote_equals_local(url, models_dir, "your_model", names)
+    import httpx
+
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    assert health["models_loaded"] == ["your_model"], health
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    assert 'model_fast_path{model_name="your_model"} 1.0' in metrics  # compiled trees serve
 
 
 def test_fetch_failures_say_why_and_never_serve(realpods, on_real_node, model_site,

@@ -1,4 +1,4 @@
-"""`make demo`: train a small scikit-learn and a small XGBoost model into a temporary
+"""`make demo`: train a small scikit-learn, XGBoost and LightGBM model into a temporary
 models directory, serve them on 127.0.0.1:8000, and print curl commands that work as
 printed (the demo sends the same requests itself before printing them).
 
@@ -21,9 +21,10 @@ HOST = "127.0.0.1"
 
 
 def train(models_dir: Path) -> dict[str, dict]:
-    """Two models and one example request body for each."""
+    """Three models and one example request body for each."""
+    import lightgbm as lgb
     import xgboost as xgb
-    from sklearn.datasets import load_breast_cancer, load_iris
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
     from sklearn.ensemble import RandomForestClassifier
 
     from serving_runtime import save_model
@@ -40,7 +41,17 @@ def train(models_dir: Path) -> dict[str, dict]:
     save_model(booster, models_dir / "breast-cancer", version="1.0.0",
                feature_names=bc_names, sample=bc.data[::100])
 
+    # LightGBM, under a name as teams write them (the original design document's)
+    diabetes = load_diabetes()
+    lgbm = lgb.LGBMRegressor(n_estimators=40, num_leaves=15, verbose=-1).fit(
+        diabetes.data, diabetes.target)
+    save_model(lgbm, models_dir / "your_model", version="1.0.0",
+               feature_names=list(diabetes.feature_names), sample=diabetes.data[::100])
+
     return {
+        "your_model": {"model_name": "your_model",
+                       "features": {n: [float(diabetes.data[0, i])]
+                                    for i, n in enumerate(diabetes.feature_names)}},
         "iris": {"model_name": "iris", "correlation_id": "demo-1",
                  "features": {n: [float(v) for v in iris.data[[0, 100], i]]
                               for i, n in enumerate(names)}},
@@ -75,10 +86,12 @@ def announce_when_ready(port: int, bodies: dict[str, dict]) -> None:
         return
     iris = bodies["iris"]
     answer = httpx.post(base + "/predict", json=iris, timeout=10)
-    print("\nServing models 'iris' (scikit-learn) and 'breast-cancer' (XGBoost). Try:\n")
+    print("\nServing models 'iris' (scikit-learn), 'breast-cancer' (XGBoost) and 'your_model' "
+          "(LightGBM). Try:\n")
     print("  " + curl(port, "/predict", iris))
     print(f"\n  -> {answer.status_code} {answer.text}\n")
     print("  " + curl(port, "/predict", bodies["breast-cancer"]))
+    print("  " + curl(port, "/predict", bodies["your_model"]))
     v2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
                       "data": [5.1, 3.5, 1.4, 0.2]}],
           "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="n1v1-demo-") as tmp:
         models_dir = Path(tmp) / "models"
-        print(f"demo: training two small models into {models_dir} ...", flush=True)
+        print(f"demo: training three small models into {models_dir} ...", flush=True)
         bodies = train(models_dir)
         settings = Settings(models_dir=models_dir, host=HOST, port=args.port,
                             log_level="warning")

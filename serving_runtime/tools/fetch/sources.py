@@ -21,7 +21,6 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 import certifi
-import httpx
 
 from .errors import SourceError, UnsafeArchiveError
 
@@ -79,6 +78,10 @@ def trust_bundle(ca_bundle: Path, workdir: Path) -> Path:
 def _fetch_http(
     uri: str, workdir: Path, max_bytes: int, timeout: float, trust: Path | None
 ) -> Path:
+    # imported here: httpx (with its CLI's click and rich) is most of fetch's start-up
+    # time, and pvc:// and configmap:// sources never need it
+    import httpx
+
     target = workdir / _file_name(urlsplit(uri).path, uri)
     last: str = ""
     verify: ssl.SSLContext | bool = (
