@@ -13,6 +13,10 @@ Scenarios (rows/s = requests/s x rows per request):
 - multi64: one request carrying 64 rows, at 16 connections;
 - batch64: /predict/batch with 64 one-row requests, at 16 connections (project only: the
   seed and MLServer have no such endpoint).
+
+Models: rf10 (scikit-learn, MLServer's SKLearnModel), xgb100 (XGBoost, XGBoostModel) and
+lgbm100 (LightGBM, LightGBMModel); see make_models.py. Before measuring, each server's answers
+to the single and multi64 bodies are kept and compared across servers (see `compare`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,16 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-MODELS = {"rf10": 10, "xgb100": 50}
+MODELS = {"rf10": 10, "xgb100": 50, "lgbm100": 50}
+# MLServer's LightGBM runtime returns one output, "predict" = Booster.predict = P(class 1) for
+# a binary model, whatever outputs the request names: its V2 bodies ask for that one only
+V2_OUTPUTS = {"lgbm100": ["predict"]}
+# labels must be equal; probabilities within this (XGBoost's are float32 in MLServer)
+PROBA_TOL = 1e-6
 PORTS = {"seed": 18520, "mlserver": 18530, "project": 18510}
 MULTI_ROWS = 64
 
@@ -80,8 +90,88 @@ def write_bodies(work: Path) -> None:
         for tag, data in (("single", rows[:1]), ("multi64", rows)):
             v2 = {"inputs": [{"name": "input-0", "shape": [len(data), n], "datatype": "FP64",
                               "data": [v for r in data for v in r]}],
-                  "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
+                  "outputs": [{"name": o}
+                              for o in V2_OUTPUTS.get(name, ["predict", "predict_proba"])]}
             (work / f"{name}.{tag}.v2.json").write_text(json.dumps(v2))
+
+
+def post_json(url: str, body: Path) -> Any:
+    req = urllib.request.Request(url, data=body.read_bytes(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@dataclass
+class Answer:
+    """One server's predictions for one body, in a shape every server's answer fits."""
+
+    labels: list[Any] | None  # predicted labels (MLServer's LightGBM runtime gives none)
+    p1: list[float]  # P(class 1) per row (all benchmark models are binary)
+    proba: list[list[float]] | None  # (rows, classes) when the server returns them all
+
+
+def answers(server: str, model: str, work: Path) -> dict[str, Answer]:
+    """The server's predictions for the single and multi64 bodies of `model`."""
+    base = f"http://127.0.0.1:{PORTS[server]}"
+    out = {}
+    for scen in ("single", "multi64"):
+        if server == "mlserver":
+            r = post_json(f"{base}/v2/models/{model}/infer", work / f"{model}.{scen}.v2.json")
+            outs = {o["name"]: o for o in r["outputs"]}
+            if "predict_proba" in outs:  # SKLearnModel / XGBoostModel: labels + (rows, k)
+                pp = outs["predict_proba"]
+                k = pp["shape"][1]
+                proba = [pp["data"][i:i + k] for i in range(0, len(pp["data"]), k)]
+                out[scen] = Answer(outs["predict"]["data"], [row[1] for row in proba], proba)
+            else:  # LightGBMModel: "predict" is Booster.predict, P(class 1) per row
+                out[scen] = Answer(None, list(outs["predict"]["data"]), None)
+        else:  # the project and the seed answer in the seed's shape
+            r = post_json(f"{base}/predict", work / f"{model}.{scen}.json")
+            probs = r["probabilities"]
+            cols = [probs[f"class_{i}"] for i in range(len(probs))]
+            rows = [list(row) for row in zip(*cols, strict=True)]
+            out[scen] = Answer(r["prediction"], cols[1], rows)
+    return out
+
+
+def compare(got: dict[tuple[str, str], dict[str, Answer]]) -> tuple[str, bool]:
+    """Every other server's answers against the project's, model by model: labels equal
+    where both give labels, P(class 1) (and every class's probability where both give
+    them) within PROBA_TOL; the largest difference is printed, 0 meaning identical."""
+    lines, ok = [], True
+    for (server, model), theirs in sorted(got.items()):
+        mine = got.get(("project", model))
+        if server == "project" or mine is None:
+            continue
+        if not theirs or not mine:
+            ok = False
+            lines.append(f"- {model} {server} vs project: no readable answer: MISMATCH")
+            continue
+        worst, same_labels, checked = 0.0, True, []
+        for scen, a in theirs.items():
+            b = mine[scen]
+            if a.labels is not None and b.labels is not None:
+                same_labels &= [str(x) for x in a.labels] == [str(x) for x in b.labels]
+            flat_a, flat_b = list(a.p1), list(b.p1)
+            if a.proba is not None and b.proba is not None:
+                flat_a += [x for row in a.proba for x in row]
+                flat_b += [x for row in b.proba for x in row]
+            if len(flat_a) != len(flat_b):  # not even the same shape
+                same_labels, worst = False, float("inf")
+                continue
+            worst = max([worst] + [abs(x - y) for x, y in zip(flat_a, flat_b, strict=True)])
+            checked.append(f"{scen} ({len(a.p1)} rows)")
+        what = ("labels and probabilities" if theirs["single"].labels is not None
+                else "its P(class 1) against the project's class_1 probability")
+        good = same_labels and worst <= PROBA_TOL
+        ok &= good
+        labels = ("none from MLServer" if theirs["single"].labels is None
+                  else "equal" if same_labels else "DIFFER")
+        lines.append(f"- {model} {server} vs project, {' + '.join(checked)}: {what}; labels "
+                     f"{labels}, max |diff| {worst:.3g} "
+                     f"(tolerance {PROBA_TOL:g}): {'SAME' if good else 'MISMATCH'}")
+    return "\n".join(lines), ok
 
 
 def post_ok(url: str, body: Path) -> bool:
@@ -187,12 +277,32 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _get(results: list[Result], server: str, model: str, scen: str, c: int
+         ) -> Result | None:
+    for r in results:
+        if (r.server, r.model, r.scenario, r.conns) == (server, model, scen, c):
+            return r
+    return None
+
+
+def ratios(results: list[Result]) -> str:
+    """project / MLServer 2xx rows/s, per model and scenario of this run."""
+    lines = []
+    for model in dict.fromkeys(r.model for r in results):
+        parts = []
+        for scen, c in (("single", 1), ("single", 16), ("single", 64), ("multi64", 16)):
+            p, m = _get(results, "project", model, scen, c), _get(results, "mlserver", model,
+                                                                   scen, c)
+            if p and m and m.rows_s > 0:
+                parts.append(f"{scen} c={c} {p.rows_s / m.rows_s:.1f}x")
+        if parts:
+            lines.append(f"- {model}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
 def targets(results: list[Result]) -> str:
     def get(server: str, model: str, scen: str, c: int) -> Result | None:
-        for r in results:
-            if (r.server, r.model, r.scenario, r.conns) == (server, model, scen, c):
-                return r
-        return None
+        return _get(results, server, model, scen, c)
 
     lines = []
     for model, factor in (("rf10", 20), ("xgb100", 10)):
@@ -223,7 +333,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--servers", default="seed,mlserver,project")
-    ap.add_argument("--models", default="rf10,xgb100")
+    ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--scenarios", default="single,multi64,batch64")
     ap.add_argument("--anchor-venv", default=os.environ.get("ANCHOR_VENV", "/tmp/venv-anchor"))
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/tmp/n1v1-bench"))
@@ -234,7 +344,11 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     models = work / "models"
-    if not (models / "project" / "rf10").exists():
+    names = args.models.split(",")
+    if unknown := [n for n in names if n not in MODELS]:
+        print(f"unknown models {unknown}: one of {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    if not all((models / side / n).exists() for n in names for side in ("project", "anchor")):
         subprocess.run([sys.executable, str(HERE / "make_models.py"), str(models)], check=True,
                        cwd=REPO)
     write_bodies(work)
@@ -245,14 +359,20 @@ def main() -> int:
         print(f"no anchor venv at {anchor}: run bench/setup_anchor.sh", file=sys.stderr)
         return 2
     results: list[Result] = []
+    got: dict[tuple[str, str], dict[str, Answer]] = {}
     for server in servers:
-        for model in args.models.split(","):
+        for model in names:
             proc = start(server, work, models, anchor)
             try:
                 if not wait_ready(server, model, work, proc):
                     print(f"{server} never answered for {model}; log in {work}/{server}.log",
                           file=sys.stderr)
                     continue
+                try:
+                    got[server, model] = answers(server, model, work)
+                except Exception as exc:  # reported as a mismatch by compare
+                    print(f"  {server} {model}: unreadable answer: {exc!r}", file=sys.stderr)
+                    got[server, model] = {}
                 results += measure(server, model, work, args.duration,
                                    args.scenarios.split(","))
             finally:
@@ -266,9 +386,14 @@ def main() -> int:
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, one server process "
           f"each, wrk -t1 -d{args.duration}s on loopback\n")
     print(table(results))
+    print("\nproject / MLServer, rows/s (2xx):")
+    print(ratios(results))
     print("\nTargets (issue 7):")
     print(targets(results))
-    return 0
+    same, ok = compare(got)
+    print("\nPredictions, same bodies (each server's answers kept before wrk loads it):")
+    print(same or "- only one server: nothing to compare")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

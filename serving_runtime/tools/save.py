@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
     estimator = _read_source(args.source, args.trust_pickle, args.framework)
     sample = json.loads(args.sample.read_text()) if args.sample else None
     names = args.feature_names.split(",") if args.feature_names else None
-    folder = save_model(estimator, args.dest, version=args.version, feature_names=names,
-                        sample=sample, artifact_format=args.artifact_format)
+    try:
+        folder = save_model(estimator, args.dest, version=args.version, feature_names=names,
+                            sample=sample, artifact_format=args.artifact_format)
+    except (ValueError, TypeError, ModelLoadError) as exc:  # a bad flag or name: no traceback
+        raise SystemExit(f"save: {exc}") from None
     meta = json.loads((folder / "metadata.json").read_text())
     print(json.dumps({"folder": str(folder), "artifact": meta["artifact"],
                       "sha256": meta["sha256"], "task": meta["task"],

@@ -234,7 +234,7 @@ def test_early_stopped_model_saves_best_iteration(boosters: dict[str, lgb.Booste
 
 
 def test_pandas_categorical_and_feature_names() -> None:
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a dev dependency: the DataFrame path users train with
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x é": rng.normal(size=300),
                           "colour": pd.Categorical(rng.choice(["red", "blue", "green"], 300))})
@@ -350,11 +350,13 @@ HOSTILE: dict[str, tuple[Callable[[str], str], str]] = {
     "zero num_leaves": (lambda t: _edit_tree(t, 0, "num_leaves", lambda v: ["0"]),
                         r"Tree=0: num_leaves is 0"),
     "huge num_leaves": (lambda t: _edit_tree(t, 0, "num_leaves", lambda v: ["2000000000"]),
-                        r"Tree=0: the model exceeds 5,000,000 nodes"),
+                        r"Tree=0: num_leaves is 2000000000, outside \[1, 131072\]"),
     "NaN leaf value": (lambda t: _edit_tree(t, 1, "leaf_value", _set(3, "nan")),
                        r"Tree=1: leaf_value\[3\] is 'nan', not a decimal number"),
     "infinite leaf value": (lambda t: _edit_tree(t, 1, "leaf_value", _set(3, "1e999")),
-                            r"Tree=1: leaf_value\[3\] is inf; it must be finite"),
+                            r"Tree=1: leaf_value\[3\] is '1e999'; it must be finite"),
+    "overflowing threshold": (lambda t: _edit_tree(t, 1, "threshold", _set(2, "-1e999")),
+                              r"Tree=1: threshold\[2\] is '-1e999'; it must be finite"),
     "NaN threshold": (lambda t: _edit_tree(t, 0, "threshold", _set(0, "nan")),
                       r"Tree=0: threshold\[0\] is 'nan'"),
     "leaf_value too short": (lambda t: _edit_tree(t, 2, "leaf_value", lambda v: v[:-1]),
@@ -498,6 +500,37 @@ def test_linear_leaf_features_are_bounded(boosters: dict[str, lgb.Booster]) -> N
         parse_model_text(short.encode())
 
 
+def _chain_model(depth: int) -> str:
+    """One tree whose internal nodes form a chain `depth` long (node i: left = leaf i)."""
+    left = " ".join(str(~i) for i in range(depth))
+    right = " ".join(str(i + 1) if i + 1 < depth else str(~depth) for i in range(depth))
+    body = "\n".join([
+        f"num_leaves={depth + 1}", "num_cat=0", "split_feature=" + " ".join(["0"] * depth),
+        "threshold=" + " ".join(str(i) for i in range(depth)),
+        "decision_type=" + " ".join(["2"] * depth), f"left_child={left}",
+        f"right_child={right}", "leaf_value=" + " ".join(["0.5"] * (depth + 1)),
+        "is_linear=0", "shrinkage=1"])
+    block = f"Tree=0\n{body}\n\n\n"
+    return ("tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n"
+            "max_feature_idx=0\nobjective=regression\nfeature_names=a\nfeature_infos=none\n"
+            f"tree_sizes={len(block)}\n\n{block}end of trees\n")
+
+
+def test_tree_depth_is_bounded() -> None:
+    assert parse_model_text(_chain_model(1000).encode()).trees[0].depth == 1000
+    # dump_model() would recurse 10,000 levels deep: SIGSEGV
+    with pytest.raises(ModelFileError, match="Tree=0: the tree is 10000 levels deep"):
+        parse_model_text(_chain_model(10_000).encode())
+
+
+def test_node_budget_spans_all_trees(binary_text: str, monkeypatch: Any) -> None:
+    from serving_runtime.models.runtimes.lightgbm import model_file
+
+    monkeypatch.setattr(model_file, "MAX_TOTAL_NODES", 30)  # 8 trees of 13 nodes
+    with pytest.raises(ModelFileError, match="Tree=2: the model exceeds 30 nodes"):
+        parse_model_text(binary_text.encode())
+
+
 def test_max_features_bound(binary_text: str) -> None:
     with pytest.raises(ModelFileError, match=r"max_feature_idx is 4, outside \[0, 3\]"):
         parse_model_text(binary_text.encode(), max_features=4)
@@ -566,7 +599,7 @@ def _reference_leaf(tree: Tree, x: list[float]) -> int:
 
 
 def reference_raw(model: LightGBMModel, X: np.ndarray) -> np.ndarray:
-    """Raw scores the parsed model means, computed the way LightGBM's predictor does."""
+    """Raw scores the parsed model means, as LightGBM's `predict(raw_score=True)`."""
     k = model.num_tree_per_iteration
     out = np.zeros((len(X), k))
     for r, row in enumerate(X.tolist()):
@@ -582,20 +615,24 @@ def reference_raw(model: LightGBMModel, X: np.ndarray) -> np.ndarray:
                         lin += c * v
                     value = lin
             out[r, i % k] += value
-    if model.average_output and model.trees:
-        out /= len(model.trees) // k
-    return out
+    return out  # raw_score=True: GBDT::PredictRaw does not average (boosting=rf)
 
 
 def _mutate(text: str, rng: np.random.Generator) -> tuple[str, str]:
     lines = text.split("\n")
+    nums = list(re.finditer(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", text))
+    tree_lines = [j for j, ln in enumerate(lines) if re.match(
+        r"(left_child|right_child|split_feature|decision_type|threshold|cat_boundaries|"
+        r"leaf_features|num_features)=\S+ \S", ln)]
     kind = int(rng.integers(0, 7))
+    if (len(text) < 2 or len(lines) < 2 or (kind == 1 and not nums)
+            or (kind == 6 and not tree_lines)):
+        kind = 3  # (after stacked mutations) nothing of that kind left to mutate
     if kind == 0:  # one character replaced
         i = int(rng.integers(0, len(text)))
         c = str(rng.choice(list("0123456789- .=e\n:[]x")))
         out, what = text[:i] + c + text[i + 1:], f"char {i} -> {c!r}"
     elif kind == 1:  # one number token changed
-        nums = list(re.finditer(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", text))
         m = nums[int(rng.integers(0, len(nums)))]
         new = str(rng.choice(["0", "-1", "1", "7", "-8", "5", "6", "2147483648", "1e308",
                               "nan", "inf", "-0", str(int(rng.integers(-20, 20)))]))
@@ -614,9 +651,6 @@ def _mutate(text: str, rng: np.random.Generator) -> tuple[str, str]:
         i = int(rng.integers(0, len(text)))
         out, what = text[:i], f"truncated at {i}"
     else:  # two array entries of a tree line swapped (structure-preserving lengths)
-        tree_lines = [j for j, ln in enumerate(lines) if re.match(
-            r"(left_child|right_child|split_feature|decision_type|threshold|cat_boundaries|"
-            r"leaf_features|num_features)=\S+ \S", ln)]
         j = tree_lines[int(rng.integers(0, len(tree_lines)))]
         key, values = lines[j].split("=", 1)
         vals = values.split()

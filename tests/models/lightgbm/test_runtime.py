@@ -135,3 +135,20 @@ def test_save_cli_reads_a_lightgbm_model_file(tmp_path: Path) -> None:
     # a bare Booster file has no labels: class indexes, as Booster.predict's argmax
     np.testing.assert_array_equal(model.predict(ROWS)[0],
                                   np.argmax(est.predict_proba(ROWS), axis=1))
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--format", "ubj"], "save: LightGBM models are saved as 'txt', not 'ubj'"),
+    (["--framework", "sklearn"], "a .txt file is read by lightgbm, not sklearn"),
+])
+def test_save_cli_says_what_is_wrong_without_a_traceback(tmp_path: Path, extra: list[str],
+                                                         message: str) -> None:
+    est, _ = _multiclass()
+    src = tmp_path / "exported.txt"
+    est.booster_.save_model(str(src))
+    out = subprocess.run([sys.executable, "-m", "serving_runtime", "save", "--from", str(src),
+                          "--dest", str(tmp_path / "out" / "m"), "--version", "1", *extra],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "out" / "m").exists()

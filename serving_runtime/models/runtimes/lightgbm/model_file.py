@@ -38,7 +38,8 @@ negative `cat_boundaries`) is raised inside an OpenMP loop and aborts the proces
   LightGBM writes them for an ordinary training option and they are a handful of extra
   arrays: leaf_const, num_features, leaf_features in [0, max_feature_idx] and finite
   leaf_coeff with matching counts. (The compiled fast path refuses them.)
-- Sizes: max_feature_idx < `max_features`, num_class <= MAX_CLASSES, at most
+- Sizes: max_feature_idx < `max_features`, num_class <= MAX_CLASSES, num_leaves <=
+  MAX_LEAVES (LightGBM's own limit), depth <= MAX_TREE_DEPTH (see there), at most
   MAX_TOTAL_NODES nodes in all trees (checked before any array is split), the number of
   trees a non-zero multiple of num_tree_per_iteration. A model without trees is refused:
   LightGBM's header reader would then read the whole file as header.
@@ -58,7 +59,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,13 @@ from serving_runtime.models.runtimes.native_errors import ModelFileError
 MAX_TOTAL_NODES = 5_000_000
 #: num_class (and num_tree_per_iteration) bound
 MAX_CLASSES = 65_536
+#: LightGBM's own training limit on num_leaves
+MAX_LEAVES = 131_072
+#: internal nodes on a root-to-leaf path. LightGBM's predictor walks iteratively, but
+#: dump_model() recurses per level (SIGSEGV at depth ~10,000 on an 8 MB stack, less on a
+#: small thread stack) and predict(pred_contrib=True) allocates depth**2 (abort at 50,000);
+#: trained trees are a few dozen levels deep.
+MAX_TREE_DEPTH = 1_000
 #: LightGBM's decision_type bits (tree.h): categorical, default left, missing type (2 bits)
 CATEGORICAL_MASK = 1
 DEFAULT_LEFT_MASK = 2
@@ -606,21 +613,21 @@ class _TreeReader:
             return (0.0,) * n
         pattern = (_DEC_LIST if finite else _THRESHOLD_LIST if threshold
                    else _ANY_FLOAT_LIST)
-        values = tuple(map(float, self._tokens(key, n, pattern, "a decimal number")))
-        check: Callable[[float], bool] = (
-            math.isfinite if finite else (lambda v: not math.isnan(v)) if threshold
-            else (lambda v: True))
-        for j, v in enumerate(values):
-            if not check(v):
-                raise ModelFileError(f"{self.where}: {key}[{j}] is {v!r}; it must be "
-                                     + ("finite" if finite else "a number (not NaN)"))
+        tokens = self._tokens(key, n, pattern, "a decimal number")
+        values = tuple(map(float, tokens))
+        if finite or threshold:
+            for j, v in enumerate(values):
+                # a threshold may be the literal `inf`, never a decimal that overflows
+                if not math.isfinite(v) and (finite or "inf" not in tokens[j]):
+                    raise ModelFileError(f"{self.where}: {key}[{j}] is {tokens[j]!r}; it "
+                                         "must be finite")
         return values
 
 
 def _parse_tree(i: int, block: bytes, header: _Header, budget: _Budget) -> Tree:
     r = _TreeReader(i, _tree_fields(i, block))
     where = r.where
-    num_leaves = _int(r.need("num_leaves"), f"{where}: num_leaves", 1)
+    num_leaves = _int(r.need("num_leaves"), f"{where}: num_leaves", 1, MAX_LEAVES)
     budget.take(2 * num_leaves - 1, where)
     n_int = num_leaves - 1
     num_cat = _int(r.need("num_cat"), f"{where}: num_cat", 0, n_int)
@@ -711,6 +718,10 @@ def _check_structure(where: str, num_leaves: int, left: tuple[int, ...],
     if not all(seen_leaf):
         raise ModelFileError(f"{where}: leaf {seen_leaf.index(0)} is not reachable from "
                              "the root")
+    if depth > MAX_TREE_DEPTH:
+        raise ModelFileError(f"{where}: the tree is {depth} levels deep; at most "
+                             f"{MAX_TREE_DEPTH} are accepted (LightGBM's dump and SHAP "
+                             "recurse per level)")
     return depth
 
 

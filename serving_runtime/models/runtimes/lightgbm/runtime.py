@@ -76,7 +76,7 @@ class LightGBMRuntime(ModelRuntime):
         except ModelFileError as exc:
             raise ModelLoadError(f"{artifact.name} is not a usable LightGBM model: "
                                  f"{exc}") from None
-        return cls._from_checked(model, raw.decode("ascii"), artifact.name, threads)
+        return cls._from_checked(model, bytes(raw).decode("utf-8"), artifact.name, threads)
 
     @classmethod
     def _from_checked(cls, model: LightGBMModel, text: str, label: str,
@@ -109,8 +109,8 @@ class LightGBMRuntime(ModelRuntime):
             raise ModelLoadError(f"{type(estimator).__name__} is not a LightGBM model")
         text = booster.model_to_string()
         try:
-            model = parse_model_text(text.encode("ascii"), max_features=MAX_FEATURES)
-        except (ModelFileError, UnicodeEncodeError) as exc:
+            model = parse_model_text(text.encode("utf-8"), max_features=MAX_FEATURES)
+        except ModelFileError as exc:
             raise ModelLoadError(f"LightGBM wrote a model this runtime cannot check: "
                                  f"{exc}") from None
         runtime = cls._from_checked(model, text, type(estimator).__name__, threads)
@@ -132,7 +132,7 @@ class LightGBMRuntime(ModelRuntime):
 
         booster = estimator.booster_ if isinstance(estimator, lgb.LGBMModel) else estimator
         # num_iteration=None: the best iteration when early stopping found one
-        return "model.txt", booster.model_to_string().encode("ascii")
+        return "model.txt", booster.model_to_string().encode("utf-8")
 
     def adopt_classes(self, labels: list[Any]) -> None:
         if self.classes is None:

@@ -233,8 +233,9 @@ class LightGBMTreeEvaluator(Evaluator):
                     hi[f] = max(hi[f], thr)
         unused = ~np.isfinite(lo)
         lo[unused], hi[unused] = -1.0, 1.0
-        self.feature_center = (lo + hi) / 2
-        self.feature_scale = np.maximum((hi - lo) / 2, 1e-3)
+        # halves first: thresholds may be near +-DBL_MAX
+        self.feature_center = lo / 2 + hi / 2
+        self.feature_scale = np.maximum(hi / 2 - lo / 2, 1e-3)
 
     def as_rows(self, X: np.ndarray) -> list[list[float]] | None:
         """Rows as Python floats exactly as LightGBM reads them: float32/float64 kept (no
