@@ -5,8 +5,8 @@ caller (a trading engine) must be able to fix its request from the message alone
 The value rule, for every model served here: a finite JSON number (not a boolean) of
 magnitude at most FLOAT32_MAX. scikit-learn's trees cast their input to float32 (1e39
 becomes inf and scikit-learn raises) and XGBoost does too (inf then silently takes one
-branch of every split): both frameworks compute in float32. The same bound for the
-float64 estimators (e.g. LogisticRegression) keeps one request valid for any model."""
+branch of every split): both compute in float32. The same bound for the float64
+models (LightGBM, LogisticRegression) keeps one request valid for any model."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import numpy as np
 from serving_runtime.errors import InvalidInputError, ModelLoadError
 from serving_runtime.models.features import columns_to_matrix
 from serving_runtime.models.folder_format import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
     FORMAT_VERSION,
     MAX_SAMPLE_BYTES,
     METADATA_FILE,
@@ -43,8 +44,6 @@ from serving_runtime.models.trees.accelerate import CHECK_ROWS, FastPathStatus, 
 __all__ = ["DEFAULT_MAX_ARTIFACT_BYTES", "LoadedModel", "check_model", "load_model",
            "save_model"]
 
-#: default of MAX_ARTIFACT_BYTES (settings.py); the fetch step's --max-bytes default too
-DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -148,6 +147,9 @@ def load_model(
         raise ModelLoadError(
             f"metadata says task {task!r} but the artifact is a {runtime.task} model"
         )
+    if meta.get("classes") is not None and runtime.classes is None:
+        raise ModelLoadError(f"metadata lists classes {meta['classes'][:10]} but the artifact "
+                             f"is a {runtime.task} model")
     if meta.get("classes") is not None and runtime.classes is not None and [
         str(c) for c in meta["classes"]
     ] != [str(c) for c in runtime.classes]:
@@ -319,7 +321,6 @@ def save_model(
     _write_atomic(artifact, data)
     meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "name": folder.name,
         "framework": plugin.name,
         "framework_version": fw_version,
         "version": str(version),

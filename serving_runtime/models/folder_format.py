@@ -14,6 +14,7 @@ else, and its start time is what a pod waits for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -80,9 +81,19 @@ def validate_model_name(name: str) -> str:
 # --- the artifact table -----------------------------------------------------------------
 
 
+@functools.cache
 def artifact_table() -> dict[str, tuple[ArtifactKind, tuple[str, ...]]]:
     """suffix -> (kind, frameworks that read it), from the framework plug-ins."""
     return artifact_kinds()
+
+
+def artifact_suffixes(framework: Any = None) -> tuple[str, ...]:
+    """The suffixes `framework` reads (every framework's when None or unknown): a folder's
+    `README.txt` is no artifact of an XGBoost model."""
+    fw = FRAMEWORKS.get(str(framework)) if framework is not None else None
+    if fw is not None:
+        return tuple(k.suffix for k in fw.artifacts)
+    return tuple(artifact_table())
 
 
 def artifact_kind(suffix: str, framework: str | None = None) -> ArtifactKind:
@@ -116,11 +127,11 @@ def find_artifact_name(names: Iterable[str], metadata: Mapping[str, Any] | None,
         if named not in present:
             raise ModelLoadError(f"artifact {named} named in {METADATA_FILE} is missing")
         return named
-    table = artifact_table()
+    suffixes = artifact_suffixes(metadata.get("framework") if metadata is not None else None)
     found = sorted(n for n in present
-                   if Path(n).stem == ARTIFACT_STEM and Path(n).suffix.lower() in table)
+                   if Path(n).stem == ARTIFACT_STEM and Path(n).suffix.lower() in suffixes)
     if len(found) != 1:
-        wanted = ", ".join(f"{ARTIFACT_STEM}{s}" for s in sorted(table))
+        wanted = ", ".join(f"{ARTIFACT_STEM}{s}" for s in sorted(suffixes))
         raise ModelLoadError(f"expected exactly one artifact ({wanted}) in {folder}, found "
                              f"{', '.join(found) or 'none'}")
     return found[0]
@@ -135,7 +146,8 @@ _OPTIONAL_KEYS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
     ("classes", list, "a list of labels"), ("allow_unsafe", bool, "true or false"),
     ("name", str, "a string"),
 )
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+#: a sha256 as metadata.json and a --sha256 pin write it
+SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def check_metadata(meta: Any) -> dict[str, Any]:
@@ -154,9 +166,21 @@ def check_metadata(meta: Any) -> dict[str, Any]:
         if meta.get(key) is not None and not isinstance(meta[key], kind):
             raise ModelLoadError(f"{METADATA_FILE}: '{key}' must be {label}, not "
                                  f"{type(meta[key]).__name__}")
-    if meta.get("sha256") is not None and not _SHA256.match(meta["sha256"]):
+    if meta.get("sha256") is not None and not SHA256_RE.fullmatch(meta["sha256"]):
         raise ModelLoadError(f"{METADATA_FILE}: 'sha256' must be 64 hex digits")
+    if meta.get("classes") is not None:
+        _check_classes(meta["classes"])
     return meta
+
+
+def _check_classes(classes: list[Any]) -> None:
+    # labels come back in answers and as `class_<label>` keys: one JSON type, each once
+    kinds = {type(c) for c in classes}
+    if not classes or not kinds <= {str, int, float, bool} or len(kinds) != 1:
+        raise ModelLoadError(f"{METADATA_FILE}: 'classes' must be a non-empty list of strings, "
+                             f"numbers or booleans, all of one type")
+    if len({str(c) for c in classes}) != len(classes):
+        raise ModelLoadError(f"{METADATA_FILE}: 'classes' lists a label twice")
 
 
 def bare_metadata(framework: str, version: str, artifact: str, digest: str) -> dict[str, Any]:
@@ -196,6 +220,8 @@ def check_sha256(artifact: str, actual: str, expected: str | None, origin: str) 
 # file (not a FIFO that blocks the loader forever, not a device) and be within its size
 # limit, all checked on the open file before one byte is read.
 
+#: default of the runtime's MAX_ARTIFACT_BYTES and of fetch's --max-bytes
+DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024**3
 MAX_METADATA_BYTES = 16 * 1024**2
 MAX_SAMPLE_BYTES = 64 * 1024**2
 _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),

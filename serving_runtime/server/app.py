@@ -315,7 +315,7 @@ def create_app(settings: Settings | None = None,
     app = FastAPI(
         title="N1V1 model serving runtime",
         version=__version__,
-        description="Predictions from scikit-learn and XGBoost models: the native API "
+        description="Predictions from scikit-learn, XGBoost and LightGBM models: the native API "
         "(/predict, /predict/batch) and the Open Inference Protocol v2 (/v2/...).",
         lifespan=_lifespan(settings, lifecycle, registry, broadcast, tasks, threads),
     )

@@ -301,3 +301,47 @@ def test_the_fetch_tool_imports_neither_numpy_nor_a_framework():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+
+
+def test_only_the_frameworks_own_suffixes_count_as_artifacts(artifacts, tmp_path):
+    """A README.txt beside an XGBoost file is no second artifact (.txt is LightGBM's)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "fraud.ubj").write_bytes(artifacts["ubj"].read_bytes())
+    (src / "README.txt").write_text("trained 2026-11-30 on the EU book\n")
+    assert main(["--uri", str(src), "--dest", str(tmp_path / "m"), "--name", "fraud_model",
+                 "--framework", "xgboost", "--version", "1"]) == 0
+    meta = json.loads((tmp_path / "m" / "fraud_model" / "metadata.json").read_text())
+    assert meta["artifact"] == "model.ubj"
+
+
+def test_an_artifact_the_framework_cannot_read_is_refused_even_when_named(artifacts, tmp_path,
+                                                                           capsys):
+    folder = tmp_path / "src" / "m"
+    folder.mkdir(parents=True)
+    (folder / "model.ubj").write_bytes(artifacts["ubj"].read_bytes())
+    (folder / "metadata.json").write_text(json.dumps(
+        {"framework": "lightgbm", "version": "1", "artifact": "model.ubj"}))
+    assert main(["--uri", str(folder), "--dest", str(tmp_path / "d"), "--name", "m",
+                 "--framework", "lightgbm", "--version", "1"]) == 6
+    assert "a .ubj artifact is read by xgboost, but the framework is lightgbm" in (
+        capsys.readouterr().err)
+    assert leftovers(tmp_path / "d") == []
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("metadata.json", '{"framework": "sklearn", "version": "3", "classes": [0, "b"]}',
+     "'classes' must be a non-empty list of strings, numbers or booleans, all of one type"),
+    ("metadata.json", '{"framework": "sklearn", "version": "3", "classes": ["a", "a"]}',
+     "'classes' lists a label twice"),
+    ("metadata.json", '{"framework": "sklearn", "version": "3", "version": "4"}',
+     "duplicate key 'version'"),
+    ("sample.json", '{"features": {"x": [NaN]}}', "sample.json is not valid JSON"),
+])
+def test_fetch_reads_metadata_and_sample_as_the_loader_does(artifacts, tmp_path, capsys,
+                                                            name, content, message):
+    folder = model_folder(tmp_path, artifacts["skops"])
+    (folder / name).write_text(content)
+    assert main(["--uri", str(folder), "--dest", str(tmp_path / "d"), "--name", "iris",
+                 "--framework", "sklearn", "--version", "3"]) == 6
+    assert message in capsys.readouterr().err

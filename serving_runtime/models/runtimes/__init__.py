@@ -51,13 +51,14 @@ def runtime_class(name: str) -> type[ModelRuntime]:
 
 def framework_of(estimator: Any) -> Framework:
     """The framework an in-memory fitted model belongs to (TypeError when none does)."""
-    top = type(estimator).__module__.split(".", 1)[0]
-    # the module test first: it keeps save_model from importing every framework
-    likely = [fw for fw in FRAMEWORKS.values() if top in fw.estimator_modules]
-    others = [fw for fw in FRAMEWORKS.values() if fw not in likely]  # a user's subclass
-    for fw in (*likely, *others):
-        if fw.runtime_class().owns(estimator):
-            return fw
+    # the modules of the class and its bases (a user's subclass of XGBClassifier is
+    # XGBoost's, not scikit-learn's), nearest first; testing modules before `owns` keeps
+    # save_model from importing every framework
+    tops = [c.__module__.split(".", 1)[0] for c in type(estimator).__mro__]
+    for top in dict.fromkeys(tops):
+        for fw in FRAMEWORKS.values():
+            if top in fw.estimator_modules and fw.runtime_class().owns(estimator):
+                return fw
     titles = ", ".join(fw.title for fw in FRAMEWORKS.values())
     raise TypeError(f"save_model supports {titles} models, not {type(estimator).__name__}")
 

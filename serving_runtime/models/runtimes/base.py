@@ -96,8 +96,10 @@ class ModelRuntime(ABC):
                           ) -> tuple[np.ndarray, np.ndarray | None]:
         """The framework's own predict (and predict_proba) on `X`, for sample.json's golden
         answers: the estimator's, not this runtime's, so a runtime bug cannot agree with
-        itself. Default: the scikit-learn API; frameworks whose Booster predicts
-        differently override it."""
+        itself. A native Booster (no scikit-learn API: no get_params) predicts margins or
+        wants its own matrix type, so the runtime's predict stands in for it."""
+        if not hasattr(estimator, "get_params"):
+            return self.predict(X)
         pred = np.asarray(estimator.predict(X))
         proba = None
         if self.has_proba and hasattr(estimator, "predict_proba"):

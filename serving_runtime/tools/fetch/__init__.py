@@ -9,22 +9,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from serving_runtime.errors import IntegrityError
-from serving_runtime.models.folder_format import bare_metadata, model_name_problem
+from serving_runtime.models.folder_format import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
+    SHA256_RE,
+    bare_metadata,
+    model_name_problem,
+)
 from serving_runtime.models.runtimes import FRAMEWORKS
 
 from .archive import is_gzip, model_root, safe_extract
-from .errors import INTEGRITY_EXIT_CODE, FetchError, MetadataError, UnsafeArchiveError, UsageError
+from .errors import INTEGRITY_EXIT_CODE, FetchError, UnsafeArchiveError, UsageError
 from .folder import (
     adopt_artifact,
-    check_metadata,
+    check_flags_agree,
     check_pins,
+    check_sample,
     copy_flat_folder,
     find_artifact,
     place_bare_artifact,
@@ -35,8 +40,7 @@ from .sources import open_source
 
 __all__ = ["fetch", "main", "FetchError", "DEFAULT_MAX_BYTES"]
 
-DEFAULT_MAX_BYTES = 2 * 1024**3
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+DEFAULT_MAX_BYTES = DEFAULT_MAX_ARTIFACT_BYTES  # the runtime's MAX_ARTIFACT_BYTES default
 _ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
@@ -48,7 +52,7 @@ def _validate(name: str, framework: str, version: str, sha256: str | None) -> No
         raise UsageError(f"--framework {framework!r}: expected one of {', '.join(FRAMEWORKS)}")
     if not version.strip():
         raise UsageError("--version must not be empty")
-    if sha256 is not None and not _SHA256.fullmatch(sha256):
+    if sha256 is not None and not SHA256_RE.fullmatch(sha256):
         raise UsageError(f"--sha256 {sha256!r} is not 64 hex digits")
 
 
@@ -116,11 +120,10 @@ def fetch(
             # A folder or archive holding just an artifact is a bare artifact too.
             adopt_artifact(folder, framework)
         if metadata is not None:
-            check_metadata(metadata, framework, version)
-        artifact = find_artifact(folder, metadata)
+            check_flags_agree(metadata, framework, version)
+        artifact = find_artifact(folder, metadata, framework)
+        check_sample(folder)
         recorded = metadata.get("sha256") if metadata else None
-        if recorded is not None and not isinstance(recorded, str):
-            raise MetadataError("metadata.json sha256 must be a string of 64 hex digits")
         digest = check_pins(artifact, sha256, recorded)
         if metadata is None:
             write_metadata(folder, bare_metadata(framework, version, artifact.name, digest))

@@ -13,16 +13,20 @@ from typing import Any
 
 from serving_runtime.errors import ModelLoadError
 from serving_runtime.models.folder_format import (
+    MAX_METADATA_BYTES,
+    MAX_SAMPLE_BYTES,
     METADATA_FILE,
     SAMPLE_FILE,
     artifact_kind,
+    artifact_suffixes,
     artifact_table,
+    check_metadata,
     check_sha256,
     find_artifact_name,
     parse_folder_json,
+    read_folder_file,
     sha256_file,
 )
-from serving_runtime.models.folder_format import check_metadata as metadata_schema
 
 from .errors import MetadataError, UnsafeArchiveError
 
@@ -84,16 +88,16 @@ def place_bare_artifact(src: Path, folder: Path, framework: str) -> str:
 def adopt_artifact(folder: Path, framework: str) -> str:
     """A folder without metadata.json must hold exactly one artifact; give it its
     canonical name (`iris-v3.skops` -> `model.skops`) and return that name."""
-    table = artifact_table()
+    suffixes = artifact_suffixes(framework)  # a README.txt is no XGBoost artifact
     candidates = [
         p for p in sorted(folder.iterdir())
-        if p.suffix.lower() in table and p.name not in (METADATA_FILE, SAMPLE_FILE)
+        if p.suffix.lower() in suffixes and p.name not in (METADATA_FILE, SAMPLE_FILE)
     ]
     if len(candidates) != 1:
         listed = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         raise MetadataError(
-            f"no {METADATA_FILE}, so the folder must hold exactly one artifact "
-            f"({', '.join(sorted(table))}); found: {listed}"
+            f"no {METADATA_FILE}, so the folder must hold exactly one {framework} artifact "
+            f"({', '.join(sorted(suffixes))}); found: {listed}"
         )
     src = candidates[0]
     stored = _stored_name(src, framework)
@@ -102,13 +106,17 @@ def adopt_artifact(folder: Path, framework: str) -> str:
     return stored
 
 
-def find_artifact(folder: Path, metadata: dict[str, Any] | None) -> Path:
-    """The folder's artifact, by the same rule the runtime's loader applies."""
+def find_artifact(folder: Path, metadata: dict[str, Any] | None, framework: str) -> Path:
+    """The folder's artifact, by the same rule the runtime's loader applies, of a kind
+    `framework` reads."""
     names = [p.name for p in folder.iterdir() if p.is_file()]
     try:
-        return folder / find_artifact_name(names, metadata, "the model folder")
+        found = folder / find_artifact_name(names, metadata or {"framework": framework},
+                                            "the model folder")
     except ModelLoadError as exc:
         raise MetadataError(str(exc)) from None
+    _stored_name(found, framework)  # a model.json named in metadata of a lightgbm folder
+    return found
 
 
 def read_metadata(folder: Path) -> dict[str, Any] | None:
@@ -116,13 +124,28 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
     path = folder / METADATA_FILE
     if not path.is_file():
         return None
-    try:  # the loader's own schema: a folder fetch accepts is one the runtime reads
-        return metadata_schema(parse_folder_json(METADATA_FILE, path.read_bytes()))
+    try:  # the loader's own reading and schema: a folder fetch accepts, the runtime reads
+        return check_metadata(parse_folder_json(METADATA_FILE, read_folder_file(
+            folder, METADATA_FILE, limit=MAX_METADATA_BYTES,
+            limit_name=f"the limit for {METADATA_FILE}")))
     except ModelLoadError as exc:
         raise MetadataError(str(exc)) from None
 
 
-def check_metadata(metadata: dict[str, Any], framework: str, version: str) -> None:
+def check_sample(folder: Path) -> None:
+    """sample.json, when present, read and parsed as the loader will (its predictions are
+    checked by the runtime, which has the model)."""
+    if not (folder / SAMPLE_FILE).exists():
+        return
+    try:
+        parse_folder_json(SAMPLE_FILE, read_folder_file(
+            folder, SAMPLE_FILE, limit=MAX_SAMPLE_BYTES,
+            limit_name=f"the limit for {SAMPLE_FILE}"))
+    except ModelLoadError as exc:
+        raise MetadataError(str(exc)) from None
+
+
+def check_flags_agree(metadata: dict[str, Any], framework: str, version: str) -> None:
     """An existing metadata.json must agree with the flags the operator passed."""
     for key, wanted, flag in (("framework", framework, "--framework"),
                               ("version", version, "--version")):

@@ -152,3 +152,52 @@ def test_save_cli_says_what_is_wrong_without_a_traceback(tmp_path: Path, extra: 
     assert out.returncode == 1 and message in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "out" / "m").exists()
+
+
+def test_an_estimator_whose_objective_contradicts_it_is_refused(tmp_path: Path) -> None:
+    X, y = make_classification(n_samples=300, n_features=6, random_state=4)
+    est = lgb.LGBMRegressor(objective="binary", n_estimators=5, verbose=-1).fit(X, y)
+    with pytest.raises(ModelLoadError, match="LGBMRegressor with objective 'binary'"):
+        save_model(est, tmp_path / "m", version="1")
+
+
+def test_the_load_check_of_a_relabelled_classifier_spans_its_features(tmp_path: Path) -> None:
+    """The check rows follow the trees' own feature ranges (prices near 500 here), also
+    when the evaluator answers with adopted labels."""
+    rng = np.random.default_rng(9)
+    X = rng.normal(500, 40, size=(600, 3))
+    y = np.where(X[:, 0] > 500, "up", "down")
+    est = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(X, y)
+    model = load_model(save_model(est, tmp_path / "px", version="1"))
+    evaluator = model.runtime.evaluator  # type: ignore[attr-defined]
+    assert evaluator.feature_center is not None and evaluator.feature_scale is not None
+    assert 400 < float(evaluator.feature_center[0]) < 600
+    _, proba = model.predict(X[:50])
+    np.testing.assert_allclose(proba, est.predict_proba(X[:50]), rtol=0, atol=1e-6)
+
+
+def test_metadata_classes_on_a_regressor_are_refused(tmp_path: Path) -> None:
+    X, y = make_regression(n_samples=200, n_features=6, random_state=1)
+    folder = save_model(lgb.LGBMRegressor(n_estimators=5, verbose=-1).fit(X, y),
+                        tmp_path / "r", version="1")
+    meta = json.loads((folder / "metadata.json").read_text())
+    meta["classes"] = [0, 1]
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=r"metadata lists classes \[0, 1\] but the "
+                                             r"artifact is a regression model"):
+        load_model(folder)
+
+
+def test_a_users_subclass_belongs_to_its_frameworks_plug_in() -> None:
+    import xgboost as xgb
+
+    from serving_runtime.models.runtimes import framework_of
+
+    class HouseXGB(xgb.XGBClassifier):  # defined outside xgboost's modules
+        pass
+
+    class HouseLGBM(lgb.LGBMClassifier):
+        pass
+
+    assert framework_of(HouseXGB()).name == "xgboost"
+    assert framework_of(HouseLGBM()).name == "lightgbm"

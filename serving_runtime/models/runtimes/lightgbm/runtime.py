@@ -114,6 +114,13 @@ class LightGBMRuntime(ModelRuntime):
             raise ModelLoadError(f"LightGBM wrote a model this runtime cannot check: "
                                  f"{exc}") from None
         runtime = cls._from_checked(model, text, type(estimator).__name__, threads)
+        wants = ("classification" if isinstance(estimator, lgb.LGBMClassifier) else
+                 "regression" if isinstance(estimator, lgb.LGBMRegressor) else runtime.task)
+        if wants != runtime.task:  # its own predict and the Booster's would differ
+            raise ModelLoadError(
+                f"{type(estimator).__name__} with objective {runtime.objective!r}: the "
+                f"objective makes it a {runtime.task} model, so the served answers would not "
+                f"be the estimator's own predict; use the estimator that fits the objective")
         labels = getattr(estimator, "classes_", None)
         if labels is not None and runtime.task == "classification":
             runtime.adopt_classes(np.asarray(labels).tolist())
@@ -136,7 +143,7 @@ class LightGBMRuntime(ModelRuntime):
 
     def adopt_classes(self, labels: list[Any]) -> None:
         if self.classes is None:
-            return  # a regressor: the loader reports metadata classes it cannot have
+            return  # a regressor: the loader refuses metadata classes it cannot have
         if self._labels is not None or len(labels) != len(self.classes):
             if [str(c) for c in labels] == [str(c) for c in self.classes]:
                 return
@@ -147,14 +154,6 @@ class LightGBMRuntime(ModelRuntime):
 
     def source_model(self) -> Any:
         return self.booster
-
-    def reference_outputs(self, estimator: Any, X: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
-        import lightgbm as lgb
-
-        if isinstance(estimator, lgb.Booster):  # it predicts probabilities, not labels
-            return self.predict(X)
-        return super().reference_outputs(estimator, X)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.asarray(self.booster.predict(X, num_threads=self._threads))
@@ -186,6 +185,10 @@ class _Relabelled(Evaluator):
         self.n_features = inner.n_features
         self.is_classifier = inner.is_classifier
         self.max_rows = inner.max_rows
+
+    def __getattr__(self, name: str) -> Any:
+        # what verify() and callers read off the inner one (feature_scale, feature_center)
+        return getattr(self.__dict__["inner"], name)
 
     def as_rows(self, X: np.ndarray) -> list[list[float]] | None:
         return self.inner.as_rows(X)

@@ -7,7 +7,7 @@
   boosting `TreePredictor`), whose node arrays the native predict code follows unchecked:
   measured with scikit-learn 1.9, a child index out of range or a split feature beyond the
   input's width is a SIGSEGV and a child pointing back at the root an endless loop. So every
-  tree of a loaded estimator is checked the same way as XGBoost's (xgboost_check.py).
+  tree of a loaded estimator is checked the same way as XGBoost's (xgboost/check.py).
 """
 
 from __future__ import annotations

@@ -118,14 +118,6 @@ class XGBoostRuntime(ModelRuntime):
     def source_model(self) -> Any:
         return self.booster
 
-    def reference_outputs(self, estimator: Any, X: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray | None]:
-        import xgboost as xgb
-
-        if isinstance(estimator, xgb.Booster):  # its predict wants a DMatrix: ours is exact
-            return self.predict(X)
-        return super().reference_outputs(estimator, X)
-
     def compile_fast_path(self) -> Evaluator | None:
         from serving_runtime.models.runtimes.xgboost.trees import compile_xgboost
 
