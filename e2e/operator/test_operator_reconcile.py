@@ -85,6 +85,9 @@ def test_status_ready_and_kubectl_columns(run_operator, mlmodels, namespace, bas
     assert st["url"] == f"http://iris.{namespace}.svc.cluster.local:8000"
     serving = mlmodels.condition("iris", "ModelServing")
     assert serving["status"] == "True" and serving["observedGeneration"] == 1
+    assert st["servedModel"] == "iris"  # no spec.model.name: the object's name
+    wide = mlmodels.kubectl("get", "mlm", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:3] == ["NAME", "FRAMEWORK", "MODEL"] and wide[1].split()[2] == "iris"
     out = mlmodels.kubectl("get", "mlm").stdout
     header, row = out.splitlines()[:2]
     assert header.split() == [
