@@ -71,10 +71,11 @@ def model_name_problem(name: str) -> str | None:
 
 
 def validate_model_name(name: str) -> str:
-    """`name`, or ValueError saying the rule."""
-    if not is_valid_model_name(name):
+    """`name`, or ValueError saying why not (model_name_problem's words)."""
+    problem = model_name_problem(name)
+    if problem is not None:
         shown = name if len(name) <= 100 else f"{name[:100]}... ({len(name)} characters)"
-        raise ValueError(f"invalid model name {shown!r}: use {MODEL_NAME_RULE}")
+        raise ValueError(f"invalid model name {shown!r}: {problem}")
     return name
 
 

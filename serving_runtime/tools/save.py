@@ -16,7 +16,6 @@ from serving_runtime.errors import ModelLoadError
 from serving_runtime.models.folder import save_model
 from serving_runtime.models.folder_format import artifact_table
 from serving_runtime.models.runtimes import framework
-from serving_runtime.models.runtimes.pickle_artifact import is_pickle
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +58,7 @@ def _read_source(path: Path, trust_pickle: bool, framework_name: str | None) -> 
         raise SystemExit(f"{path}: a {kind.suffix} file is read by {', '.join(readers)}, "
                          f"not {framework_name}")
     name = framework_name or readers[0]
-    if is_pickle(kind.suffix):  # any framework's runtime unpickles the same way
+    if not kind.safe:  # pickle: any framework's runtime unpickles the same way
         import joblib
 
         return joblib.load(path)

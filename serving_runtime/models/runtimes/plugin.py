@@ -61,9 +61,6 @@ class Framework:
         found: type[ModelRuntime] = getattr(importlib.import_module(module), cls)
         return found
 
-    def kind(self, suffix: str) -> ArtifactKind | None:
-        return next((k for k in self.artifacts if k.suffix == suffix.lower()), None)
-
     @property
     def safe_suffixes(self) -> tuple[str, ...]:
         return tuple(k.suffix for k in self.artifacts if k.safe)

@@ -23,6 +23,7 @@ from serving_runtime.models.folder_format import (
     check_metadata,
     check_sha256,
     find_artifact_name,
+    inside,
     parse_folder_json,
     read_folder_file,
     sha256_file,
@@ -45,7 +46,7 @@ def copy_flat_folder(src: Path, dst: Path, *, max_bytes: int) -> None:
         if entry.name.startswith("."):
             continue
         real = entry.resolve()
-        if real != root and root not in real.parents:
+        if not inside(real, root):
             raise UnsafeArchiveError(
                 f"{entry}: symlink points outside the model folder (to {real}); refused"
             )
