@@ -84,6 +84,9 @@ cluster_healthy() {
   if [ -f "$PIDS/kubelet.pid" ]; then # started with the real node: all of it must be alive
     for c in "${NODE_COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
   fi
+  if [ -f "$PIDS/tcp_relay.pid" ]; then # with the monitoring stack: all of it too
+    for c in "${MON_COMPONENTS[@]}"; do live_pid "$c" >/dev/null || return 1; done
+  fi
   apiserver_ready
 }
 
@@ -180,3 +183,5 @@ component_ready() { # component
 
 # shellcheck source=node.sh
 source "$HERE/node.sh"
+# shellcheck source=monitoring.sh
+source "$HERE/monitoring.sh"

@@ -1,7 +1,8 @@
 """Write a one-file container image as an OCI archive that `ctr images import` loads.
 
-Used for the real node's pause image: a static binary and nothing else, so no base image,
-registry or Docker engine is needed.
+Used for the real node's pause image and the monitoring stack's Prometheus and config
+reloader: a static binary and nothing else, so no base image, registry or Docker engine is
+needed.
 
     python3 oci_image.py <file> <path-in-image> <image-ref> <out.tar>
 """
@@ -28,6 +29,11 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> str:
 def _layer(src: Path, dest: str) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as layer:
+        parts = dest.strip("/").split("/")[:-1]
+        for i in range(len(parts)):  # parent directories first (/bin of /bin/prometheus)
+            d = tarfile.TarInfo("/".join(parts[: i + 1]))
+            d.type, d.mode = tarfile.DIRTYPE, 0o755
+            layer.addfile(d)
         info = layer.gettarinfo(str(src), arcname=dest.lstrip("/"))
         info.uid = info.gid = 0
         info.uname = info.gname = ""

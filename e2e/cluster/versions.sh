@@ -7,3 +7,5 @@ HELM_VERSION=v3.22.0         # helm.sh/helm/v3 (latest 3.x)
 PROMETHEUS_MODULE_VERSION=v0.316.0   # Go module version of Prometheus v3.16.0 (promtool)
 PROMETHEUS_VERSION=v3.16.0
 METRICS_SERVER_VERSION=v0.9.0        # sigs.k8s.io/metrics-server (HPA on real CPU, real node only)
+PROMETHEUS_OPERATOR_VERSION=v0.85.0   # github.com/prometheus-operator/prometheus-operator (operator + config reloader)
+KEDA_VERSION=v2.21.0                  # github.com/kedacore/keda/v2 (operator + metrics API server)

@@ -23,7 +23,7 @@ import yaml
 from . import names
 from .names import (
     FETCH_CONTAINER,
-    LOAD_FAILURES_METRIC,
+    LOAD_FAILED_METRIC,
     RUNTIME_CONTAINER,
     RUNTIME_PORT,
     TEMPLATE_HASH_LABEL,
@@ -41,8 +41,6 @@ RUNTIME_UID = 10001
 # Requests get this long to drain after the endpoint is removed from the Service.
 PRESTOP_SLEEP_SECONDS = 5
 TERMINATION_GRACE_SECONDS = 30
-LATENCY_METRIC = names.LATENCY_P95_METRIC
-ERROR_STATUS_RE = names.SERVER_ERROR_STATUS
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,18 @@ class Owner:
     namespace: str
     uid: str
     generation: int = 1
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """What the operator knows of the cluster's monitoring (its settings, docs/autoscaling.md)."""
+
+    #: where KEDA's Prometheus trigger queries (empty: latency autoscaling unavailable)
+    prometheus_url: str = ""
+    #: rate window of the p95 query: a few scrape intervals; longer is steadier but slower
+    latency_window: str = "1m"
+    #: how often KEDA asks Prometheus (seconds)
+    polling_seconds: int = 15
 
 
 def labels(name: str) -> dict[str, str]:
@@ -438,46 +448,32 @@ def build_service(owner: Owner) -> dict[str, Any]:
     }
 
 
+def resource_metrics(a: Any) -> list[dict[str, Any]]:
+    """The HPA metrics for CPU and memory utilization (of the requests)."""
+    return [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": resource,
+                "target": {"type": "Utilization", "averageUtilization": target},
+            },
+        }
+        for resource, target in (
+            ("cpu", a.targetCPUUtilizationPercentage),
+            ("memory", a.targetMemoryUtilizationPercentage),
+        )
+    ]
+
+
+def scale_down_behavior(a: Any) -> dict[str, Any]:
+    return {"scaleDown": {"stabilizationWindowSeconds": a.scaleDownStabilizationSeconds}}
+
+
 def build_hpa(owner: Owner, spec: MLModelSpec) -> dict[str, Any] | None:
+    """CPU/memory autoscaling (latency needs KEDA: build_scaled_object)."""
     a = spec.serving.autoscaling
     if not a.enabled:
         return None
-    metrics: list[dict[str, Any]] = [
-        {
-            "type": "Resource",
-            "resource": {
-                "name": "cpu",
-                "target": {
-                    "type": "Utilization",
-                    "averageUtilization": a.targetCPUUtilizationPercentage,
-                },
-            },
-        },
-        {
-            "type": "Resource",
-            "resource": {
-                "name": "memory",
-                "target": {
-                    "type": "Utilization",
-                    "averageUtilization": a.targetMemoryUtilizationPercentage,
-                },
-            },
-        },
-    ]
-    if a.targetLatencyMilliseconds is not None:
-        # Served by prometheus-adapter (docs/contracts.md): per-pod p95 in seconds; "100m" = 0.1 s.
-        metrics.append(
-            {
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": LATENCY_METRIC},
-                    "target": {
-                        "type": "AverageValue",
-                        "averageValue": f"{a.targetLatencyMilliseconds}m",
-                    },
-                },
-            }
-        )
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -486,10 +482,84 @@ def build_hpa(owner: Owner, spec: MLModelSpec) -> dict[str, Any] | None:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicas": a.minReplicas,
             "maxReplicas": a.maxReplicas,
-            "metrics": metrics,
-            "behavior": {
-                "scaleDown": {"stabilizationWindowSeconds": a.scaleDownStabilizationSeconds}
-            },
+            "metrics": resource_metrics(a),
+            "behavior": scale_down_behavior(a),
+        },
+    }
+
+
+def model_selector(owner: Owner, spec: MLModelSpec) -> str:
+    """PromQL label matchers of the model's runtime series (the runtime labels them with the
+    served name; the name pattern needs no escaping)."""
+    return (
+        f'namespace="{owner.namespace}",'
+        f'{names.MODEL_NAME_METRIC_LABEL}="{spec.served_name(owner.name)}"'
+    )
+
+
+def latency_p95_query(owner: Owner, spec: MLModelSpec, window: str) -> str:
+    """The model's p95 latency in seconds over all its pods; 0 when idle (no requests in the
+    window: histogram_quantile gives NaN, which would stall the autoscaler)."""
+    return (
+        "(histogram_quantile(0.95, sum by (le) "
+        f"(rate({names.LATENCY_BUCKET_SERIES}{{{model_selector(owner, spec)}}}[{window}])))"
+        " >= 0) or vector(0)"
+    )
+
+
+def build_scaled_object(
+    owner: Owner, spec: MLModelSpec, monitoring: Monitoring
+) -> dict[str, Any] | None:
+    """A KEDA ScaledObject: scale on the model's p95 latency (from Prometheus) and on CPU
+    and memory, in one HPA that KEDA owns (keda-hpa-<name>). None without a latency target."""
+    a = spec.serving.autoscaling
+    if not a.enabled or a.targetLatencyMilliseconds is None:
+        return None
+    latency = {
+        "type": "prometheus",
+        # Value: replicas = ceil(current * p95 / target); the p95 is already over all pods.
+        "metricType": "Value",
+        "name": "p95-latency",
+        "metadata": {
+            "serverAddress": monitoring.prometheus_url,
+            "query": latency_p95_query(owner, spec, monitoring.latency_window),
+            "threshold": _fmt_number(a.targetLatencyMilliseconds / 1000),
+            # no series yet (a new model) is a p95 of 0, not an error
+            "ignoreNullValues": "true",
+        },
+    }
+    resources = [
+        {"type": r["resource"]["name"], "metricType": "Utilization",
+         "metadata": {"value": str(r["resource"]["target"]["averageUtilization"])}}
+        for r in resource_metrics(a)
+    ]
+    return {
+        "apiVersion": names.SCALED_OBJECT_API_VERSION,
+        "kind": names.SCALED_OBJECT_KIND,
+        "metadata": _metadata(owner),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
+            "minReplicaCount": a.minReplicas,
+            "maxReplicaCount": a.maxReplicas,
+            "pollingInterval": monitoring.polling_seconds,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scale_down_behavior(a)}},
+            "triggers": [latency, *resources],
+        },
+    }
+
+
+def build_pod_monitor(owner: Owner) -> dict[str, Any]:
+    """A prometheus-operator PodMonitor for the model's runtime pods (every pod, ready or
+    not); the series get the namespace and pod labels the alert rules select on."""
+    return {
+        "apiVersion": names.POD_MONITOR_API_VERSION,
+        "kind": names.POD_MONITOR_KIND,
+        "metadata": _metadata(owner),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "podMetricsEndpoints": [
+                {"port": names.RUNTIME_PORT_NAME, "path": names.METRICS_PATH}
+            ],
         },
     }
 
@@ -502,12 +572,14 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """A Prometheus rule file ({"groups": [...]}) with the model's four alerts."""
     al = spec.alerting
     name, ns = owner.name, owner.namespace
-    # the runtime labels its series with the served name; the pattern needs no escaping
-    sel = f'namespace="{ns}",{names.MODEL_NAME_METRIC_LABEL}="{spec.served_name(name)}"'
+    sel = model_selector(owner, spec)
     requests, status = names.REQUESTS_METRIC, names.STATUS_METRIC_LABEL
     pods = f'namespace="{ns}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
     latency_s = al.latencyP95ThresholdMilliseconds / 1000
     error_ratio = al.errorRateThresholdPercent / 100
+    error_statuses = names.SERVER_ERROR_STATUS
+    if al.countClientErrors:
+        error_statuses = f"{names.CLIENT_ERROR_STATUS}|{error_statuses}"
     common = {"namespace": ns, "mlmodel": name, **al.labels}
 
     def rule(
@@ -537,12 +609,12 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
         ),
         rule(
             "MLModelHighErrorRate",
-            f'sum(rate({requests}{{{sel},{status}=~"{ERROR_STATUS_RE}"}}[5m]))'
+            f'sum(rate({requests}{{{sel},{status}=~"{error_statuses}"}}[5m]))'
             f" / sum(rate({requests}{{{sel}}}[5m])) > {_fmt_number(error_ratio)}",
             "warning",
             f"MLModel {ns}/{name}: error rate above {_fmt_number(al.errorRateThresholdPercent)}%",
-            "{{ $value | humanizePercentage }} of inference requests failed "
-            "over the last 5 minutes.",
+            "{{ $value | humanizePercentage }} of inference requests failed over the last "
+            f"5 minutes ({'4xx and 5xx' if al.countClientErrors else '5xx'}).",
         ),
         rule(
             "MLModelServiceDown",
@@ -553,12 +625,14 @@ def build_alert_rules(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
         ),
         rule(
             "MLModelLoadFailures",
-            f"increase({LOAD_FAILURES_METRIC}{{{sel}}}[10m]) > 0",
+            # The gauge, not the failure counter: the alert resolves as soon as a good load
+            # follows (or the pod is replaced), not minutes after the counter's window.
+            f"max by (namespace, pod) ({LOAD_FAILED_METRIC}{{{sel}}}) > 0",
             "warning",
             f"MLModel {ns}/{name}: the runtime failed to load the model",
-            "A model load or reload failed in the last 10 minutes (pod {{ $labels.pod }}); "
-            "the previous version keeps serving if one was loaded.",
-            # A counter increase is already the event; waiting would only hide it.
+            "The latest model load or reload failed in pod {{ $labels.pod }}; the previous "
+            "version keeps serving if one was loaded (the pod's /health says why).",
+            # A failed load is already the event; waiting would only hide it.
             for_="0m",
         ),
     ]

@@ -117,6 +117,7 @@ def _run(
         namespace,
         name,
         runtime_image=memo.settings.runtime_image,
+        monitoring=memo.settings.monitoring(),
         trigger=trigger,
         coalesce=coalesce,
     )

@@ -82,15 +82,25 @@ PROMETHEUS_RULE_KIND = "PrometheusRule"
 PROMETHEUS_RULE_PLURAL = "prometheusrules"
 # Key of the fallback ConfigMap's rule file (for a Prometheus rule_files mount).
 ALERT_RULES_KEY = "rules.yaml"
+# One PodMonitor per MLModel: Prometheus scrapes every runtime pod, ready or not (a pod
+# whose load failed is exactly the one the load-failure alert must see).
+POD_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
+POD_MONITOR_KIND = "PodMonitor"
+POD_MONITOR_PLURAL = "podmonitors"
+
+# --- KEDA (latency autoscaling; docs/autoscaling.md) ---------------------------------------
+SCALED_OBJECT_API_VERSION = "keda.sh/v1alpha1"
+SCALED_OBJECT_KIND = "ScaledObject"
+SCALED_OBJECT_PLURAL = "scaledobjects"
 
 # --- metrics (the runtime's registry: serving_runtime/server/metrics.py) ------------------
 REQUESTS_METRIC = "inference_requests_total"  # counter
 LATENCY_HISTOGRAM = "inference_latency_seconds"  # histogram; PromQL reads its _bucket series
 LATENCY_BUCKET_SERIES = f"{LATENCY_HISTOGRAM}_bucket"
 LOAD_FAILURES_METRIC = "model_load_failures_total"  # counter
-# Not exported by the runtime: the per-pod p95 of LATENCY_HISTOGRAM that prometheus-adapter
-# serves (the chart's prometheusAdapter.metricName) and the HPA reads.
-LATENCY_P95_METRIC = "inference_latency_p95_seconds"
+# gauge: 1 while the model's latest load or reload failed (the previous version, if any,
+# still serves), back to 0 on the next good one
+LOAD_FAILED_METRIC = "model_load_failed"
 # Prometheus' own per-target series (1 while the scrape succeeds), not the runtime's.
 SCRAPE_UP_METRIC = "up"
 MODEL_NAME_METRIC_LABEL = "model_name"
@@ -103,3 +113,4 @@ SERVED_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 SERVED_NAME_MAX_LENGTH = 128
 STATUS_METRIC_LABEL = "status"
 SERVER_ERROR_STATUS = "server_error"  # the status label value of a failed request (5xx)
+CLIENT_ERROR_STATUS = "client_error"  # ... of a refused one (4xx)

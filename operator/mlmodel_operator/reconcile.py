@@ -19,12 +19,18 @@ from . import builders, metrics
 from .apply import Kube, NotOwnedError, describe_api_error
 from .names import (
     ALERT_RULES_KEY,
+    POD_MONITOR_API_VERSION,
+    POD_MONITOR_KIND,
+    POD_MONITOR_PLURAL,
     PROMETHEUS_RULE_API_VERSION,
     PROMETHEUS_RULE_KIND,
     PROMETHEUS_RULE_PLURAL,
+    SCALED_OBJECT_API_VERSION,
+    SCALED_OBJECT_KIND,
+    SCALED_OBJECT_PLURAL,
 )
-from .spec import SpecError, check_name, parse_spec
-from .status import READY, Observed, compute_status, status_differs
+from .spec import MLModelSpec, SpecError, check_name, parse_spec
+from .status import READY, Autoscaler, Observed, Verdict, compute_status, status_differs
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,7 @@ def reconcile(
     runtime_image: str,
     trigger: str,
     coalesce: bool = False,
+    monitoring: builders.Monitoring | None = None,
 ) -> dict[str, Any] | None:
     """Reconcile one MLModel; returns the status written (None when the MLModel is gone,
     or when `coalesce` and another coalescing reconcile that has not started yet covers it).
@@ -73,7 +80,10 @@ def reconcile(
             if coalesce:
                 with _locks_guard:
                     _queued.discard(key)  # from here on, a new event needs a new reconcile
-            return _reconcile(kube, namespace, name, runtime_image=runtime_image)
+            return _reconcile(
+                kube, namespace, name, runtime_image=runtime_image,
+                monitoring=monitoring or builders.Monitoring(),
+            )
     except SpecError:
         result = "invalid"
         raise
@@ -86,7 +96,8 @@ def reconcile(
 
 
 def _reconcile(
-    kube: Kube, namespace: str, name: str, *, runtime_image: str
+    kube: Kube, namespace: str, name: str, *, runtime_image: str,
+    monitoring: builders.Monitoring,
 ) -> dict[str, Any] | None:
     body = kube.get_mlmodel(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -109,7 +120,9 @@ def _reconcile(
         raise
 
     try:
-        dep, alert_rules = _apply_children(kube, body, owner, spec, runtime_image)
+        dep, alert_rules, autoscaler = _apply_children(
+            kube, body, owner, spec, runtime_image, monitoring
+        )
     except (ApiException, NotOwnedError) as exc:
         msg = describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
         reason = "ChildNotOwned" if isinstance(exc, NotOwnedError) else "ReconcileFailed"
@@ -133,6 +146,7 @@ def _reconcile(
                 dep,
                 previous,
                 alert_rules=alert_rules,
+                autoscaler=autoscaler,
                 pods=_read_pods(kube, namespace, name),
                 served_model=spec.served_name(name),
             ),
@@ -201,23 +215,108 @@ def _record(
 
 
 def _apply_children(
-    kube: Kube, body: dict[str, Any], owner: builders.Owner, spec: Any, runtime_image: str
-) -> tuple[dict[str, Any], str | None]:
-    ns, name, uid = owner.namespace, owner.name, owner.uid
+    kube: Kube,
+    body: dict[str, Any],
+    owner: builders.Owner,
+    spec: MLModelSpec,
+    runtime_image: str,
+    monitoring: builders.Monitoring,
+) -> tuple[dict[str, Any], str | None, Autoscaler]:
+    name, uid = owner.name, owner.uid
     drift = " (spec changed or the live object drifted from it)"
 
     dep = kube.apply(builders.build_deployment(owner, spec, runtime_image), uid)
     _record(kube, body, "Deployment", name, dep.action, drift if dep.action == "updated" else "")
     svc = kube.apply(builders.build_service(owner), uid)
     _record(kube, body, "Service", name, svc.action, drift if svc.action == "updated" else "")
+    autoscaler = _apply_autoscaling(kube, body, owner, spec, monitoring)
+    if kube.has_resource(POD_MONITOR_API_VERSION, POD_MONITOR_PLURAL):
+        res = kube.apply(builders.build_pod_monitor(owner), uid)
+        _record(kube, body, POD_MONITOR_KIND, name, res.action)
+    return dep.obj, _apply_alert_rules(kube, body, owner, spec), autoscaler
 
+
+def _latency_unavailable(
+    kube: Kube, spec: MLModelSpec, monitoring: builders.Monitoring
+) -> tuple[bool, Verdict | None]:
+    """(whether the operator may use KEDA here, why latency autoscaling cannot run or None).
+    KEDA counts only with a Prometheus address: the chart sets one (and grants the RBAC for
+    ScaledObjects) only with keda.enabled, so without it ScaledObjects are never touched."""
+    use_keda = bool(monitoring.prometheus_url) and kube.has_resource(
+        SCALED_OBJECT_API_VERSION, SCALED_OBJECT_PLURAL
+    )
+    a = spec.serving.autoscaling
+    if not a.enabled or a.targetLatencyMilliseconds is None:
+        return use_keda, None
+    fallback = "; the HorizontalPodAutoscaler scales on CPU and memory only"
+    if not monitoring.prometheus_url:
+        return use_keda, Verdict(
+            False, "KEDANotEnabled",
+            "targetLatencyMilliseconds needs KEDA and the operator's Prometheus address "
+            f"(chart values keda.enabled, keda.prometheusUrl; none is set){fallback}",
+        )
+    if not use_keda:
+        return use_keda, Verdict(
+            False, "KEDAUnavailable",
+            f"targetLatencyMilliseconds needs KEDA ({SCALED_OBJECT_API_VERSION} "
+            f"{SCALED_OBJECT_KIND}), which is not installed in this cluster{fallback}",
+        )
+    return use_keda, None
+
+
+def _keda_verdict(scaled_object: dict[str, Any], target_ms: int) -> Verdict:
+    """LatencyAutoscaling from KEDA's own Ready condition on the ScaledObject."""
+    name = scaled_object["metadata"]["name"]
+    for c in (scaled_object.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready" and c.get("status") == "True":
+            return Verdict(True, "ScaledByKEDA", f"KEDA scales on p95 latency (target "
+                           f"{target_ms} ms), CPU and memory: ScaledObject/{name}")
+        if c.get("type") == "Ready" and c.get("status") == "False":
+            why = c.get("message") or c.get("reason")
+            return Verdict(False, "ScaledObjectNotReady", f"KEDA: {why}")
+    return Verdict(False, "WaitingForKEDA", f"KEDA has not accepted ScaledObject/{name} yet")
+
+
+def _apply_autoscaling(
+    kube: Kube,
+    body: dict[str, Any],
+    owner: builders.Owner,
+    spec: MLModelSpec,
+    monitoring: builders.Monitoring,
+) -> Autoscaler:
+    """A KEDA ScaledObject when latency autoscaling can run, else the CPU/memory HPA (or
+    neither); only one of them ever scales the Deployment."""
+    ns, name, uid = owner.namespace, owner.name, owner.uid
+    hpa_kind = "HorizontalPodAutoscaler"
+    use_keda, unavailable = _latency_unavailable(kube, spec, monitoring)
+    scaled = builders.build_scaled_object(owner, spec, monitoring) if unavailable is None else None
+    if scaled is not None:
+        # KEDA makes its own HPA (keda-hpa-<name>); two HPAs on one Deployment would fight.
+        if kube.delete_owned("autoscaling/v2", hpa_kind, ns, name, uid):
+            _record(kube, body, hpa_kind, name, "deleted", " (KEDA scales this model)")
+        res = kube.apply(scaled, uid)
+        _record(kube, body, SCALED_OBJECT_KIND, name, res.action)
+        target = spec.serving.autoscaling.targetLatencyMilliseconds or 0
+        return Autoscaler(f"{SCALED_OBJECT_KIND}/{name}", _keda_verdict(res.obj, target))
+    so_kind = (SCALED_OBJECT_API_VERSION, SCALED_OBJECT_KIND)
+    if use_keda and kube.delete_owned(*so_kind, ns, name, uid):
+        _record(kube, body, SCALED_OBJECT_KIND, name, "deleted", " (no latency target)")
     hpa = builders.build_hpa(owner, spec)
-    if hpa is not None:
-        res = kube.apply(hpa, uid)
-        _record(kube, body, "HorizontalPodAutoscaler", name, res.action)
-    elif kube.delete_owned("autoscaling/v2", "HorizontalPodAutoscaler", ns, name, uid):
-        _record(kube, body, "HorizontalPodAutoscaler", name, "deleted", " (autoscaling disabled)")
+    if hpa is None:
+        if kube.delete_owned("autoscaling/v2", hpa_kind, ns, name, uid):
+            _record(kube, body, hpa_kind, name, "deleted", " (autoscaling disabled)")
+        return Autoscaler(None, None)
+    res = kube.apply(hpa, uid)
+    _record(kube, body, hpa_kind, name, res.action)
+    if unavailable is not None and res.action == "created":
+        kube.event(body, "Warning", unavailable.reason, unavailable.message)
+    return Autoscaler(f"{hpa_kind}/{name}", unavailable)
 
+
+def _apply_alert_rules(
+    kube: Kube, body: dict[str, Any], owner: builders.Owner, spec: MLModelSpec
+) -> str | None:
+    ns, name, uid = owner.namespace, owner.name, owner.uid
     cm_name = builders.alert_configmap_name(name)
     have_crd = kube.has_resource(PROMETHEUS_RULE_API_VERSION, PROMETHEUS_RULE_PLURAL)
     alert_rules: str | None
@@ -251,7 +350,7 @@ def _apply_children(
             )
         _record(kube, body, "ConfigMap", cm_name, res.action)
         alert_rules = f"ConfigMap/{cm_name}"
-    return dep.obj, alert_rules
+    return alert_rules
 
 
 def _write_status(kube: Kube, body: dict[str, Any], obs: Observed) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .builders import Monitoring
 from .names import SETTINGS_ENV_PREFIX
 
 
@@ -31,6 +32,27 @@ class OperatorSettings(BaseSettings):
         le=3600,
         description="each watch is renewed after this long; a silent one is dropped 15 s later",
     )
+
+    prometheus_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^\s]+)?$",
+        description="Prometheus that KEDA's latency trigger queries, e.g. "
+        "http://prometheus-operated.monitoring.svc:9090 (empty: no latency autoscaling)",
+    )
+    latency_window: str = Field(
+        default="1m", pattern=r"^[0-9]+(ms|s|m|h)$",
+        description="rate window of the p95 latency query (a few scrape intervals)",
+    )
+    keda_polling_seconds: int = Field(
+        default=15, ge=1, le=3600, description="how often KEDA evaluates the latency trigger"
+    )
+
+    def monitoring(self) -> Monitoring:
+        return Monitoring(
+            prometheus_url=self.prometheus_url.rstrip("/"),
+            latency_window=self.latency_window,
+            polling_seconds=self.keda_polling_seconds,
+        )
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]

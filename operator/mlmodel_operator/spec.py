@@ -262,6 +262,8 @@ class Alerting(_Strict):
     enabled: bool = True
     latencyP95ThresholdMilliseconds: int = Field(default=100, ge=1, le=600000)
     errorRateThresholdPercent: float = Field(default=1.0, gt=0, le=100)
+    # 4xx count as failed too: the engine got no prediction (docs/alerts.md)
+    countClientErrors: bool = True
     for_: str = Field(default="5m", alias="for")
     labels: dict[str, str] = Field(default_factory=dict)
 

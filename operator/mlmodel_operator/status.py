@@ -14,6 +14,10 @@ OOMKilled, Fetch*, ...) instead of a bare RolloutInProgress; a stuck rollout kee
 RolloutStuck and carries the cause in its message. Pods of older templates are never blamed,
 and a complete rollout is Ready whatever they do.
 
+LatencyAutoscaling (only with a latency target): True when KEDA's ScaledObject is Ready;
+False with the reason when KEDA or the Prometheus address is missing (the CPU/memory HPA
+scales instead) or KEDA has not accepted the ScaledObject.
+
 compute_status puts together: rollout_state (what the Deployment says), _diagnosis (what the
 pods say), ready_verdict and serving_from_rollout (the two decisions) and _condition (a
 decision as a condition, its lastTransitionTime kept unless the status flips).
@@ -31,6 +35,25 @@ from .pod_diagnosis import Diagnosis, current_pods, diagnose
 
 READY = "Ready"
 SERVING = "ModelServing"
+# Only when spec.serving.autoscaling.targetLatencyMilliseconds is set: does KEDA scale on it?
+LATENCY_AUTOSCALING = "LatencyAutoscaling"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One condition's decision, before it becomes a condition dict."""
+
+    ok: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """What scales the Deployment and, with a latency target, whether latency counts."""
+
+    object: str | None  # "ScaledObject/<name>", "HorizontalPodAutoscaler/<name>", None
+    latency: Verdict | None  # None: no latency target
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class Observed:
     error: str | None = None  # spec or reconcile failure, already naming the field/call
     error_reason: str = "ReconcileFailed"
     alert_rules: str | None = None
+    autoscaler: Autoscaler | None = None  # None: not applied (an error before)
     # The MLModel's pods (all templates; status picks the current ones). None: not read.
     pods: list[dict[str, Any]] | None = None
     # the name requests and metrics use (spec.model.name or metadata.name); None: no spec
@@ -161,15 +185,6 @@ def _condition(
 def _diagnosis(obs: Observed, dep: dict[str, Any]) -> Diagnosis | None:
     """Why the current template's pods are not ready, from the pods read (None: no cause)."""
     return diagnose(current_pods(obs.pods, dep)) if obs.pods else None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One condition's decision, before it becomes a condition dict."""
-
-    ok: bool
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -295,8 +310,25 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
         "servedModel": obs.served_model,
         "servedVersion": serving.served if serving.verdict.ok else None,
         "alertRules": obs.alert_rules if obs.alert_rules is not None else prev.get("alertRules"),
-        "conditions": [condition(READY, ready), condition(SERVING, serving.verdict)],
+        "autoscaler": obs.autoscaler.object if obs.autoscaler else prev.get("autoscaler"),
+        "conditions": [
+            condition(READY, ready),
+            condition(SERVING, serving.verdict),
+            *_latency_condition(obs, prev_conds, condition),
+        ],
     }
+
+
+def _latency_condition(
+    obs: Observed, prev_conds: list[dict[str, Any]], condition: Any
+) -> list[dict[str, Any]]:
+    """LatencyAutoscaling when a latency target is set; kept as it was when nothing was
+    applied (a failed reconcile), absent otherwise."""
+    if obs.autoscaler is None:
+        return [c for c in prev_conds if c.get("type") == LATENCY_AUTOSCALING]
+    if obs.autoscaler.latency is None:
+        return []
+    return [condition(LATENCY_AUTOSCALING, obs.autoscaler.latency)]
 
 
 def status_differs(current: dict[str, Any], desired: dict[str, Any]) -> bool:

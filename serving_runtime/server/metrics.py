@@ -68,6 +68,11 @@ class RuntimeMetrics:
             "model_load_failures_total", "Failed model loads and reloads", ["model_name"],
             registry=reg,
         )
+        self.load_failed = Gauge(
+            "model_load_failed", "1 while the model's latest load or reload failed (the "
+            "previous version, if any, still serves); 0 after a good one", ["model_name"],
+            registry=reg, multiprocess_mode="livemax",
+        )
         self.loaded = Gauge(
             "model_loaded", "1 for the model version being served", ["model_name", "version"],
             registry=reg, multiprocess_mode="livemax",

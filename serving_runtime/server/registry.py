@@ -156,6 +156,7 @@ class ModelRegistry:
                 state.error = msg
                 state.state = "ready" if old is not None else "failed"
                 self.metrics.load_failures.labels(name).inc()
+                self.metrics.load_failed.labels(name).set(1)
                 self.metrics.reloads.labels(name, "failure").inc()
                 log.error(
                     "model load failed",
@@ -169,6 +170,7 @@ class ModelRegistry:
             fast = new.fast_path
             self.metrics.fast_path.labels(name).set(1 if fast is not None and fast.active else 0)
             self.metrics.reloads.labels(name, "success").inc()
+            self.metrics.load_failed.labels(name).set(0)
             previous = old.version if old else None
             old = None  # nothing here holds the replaced version any more
             gc_s = settle_after_load() if settle else 0.0

@@ -82,7 +82,7 @@ def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
     text = (REPO_ROOT / "operator" / "RBAC.md").read_text()
     out: dict[str, set[tuple[str, str, str]]] = {"always": set(), "clusterwide": set(),
                                                  "peering-cluster": set(),
-                                                 "peering-namespaced": set()}
+                                                 "peering-namespaced": set(), "keda": set()}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 4 or not cells[0].startswith("`"):
@@ -95,7 +95,8 @@ def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
                 key = "peering-cluster" if r.startswith("cluster") else "peering-namespaced"
                 out[key] |= {(group, r, v) for v in verbs}
             continue
-        key = "clusterwide" if "cluster-wide mode only" in cells[3] else "always"
+        key = ("clusterwide" if "cluster-wide mode only" in cells[3]
+               else "keda" if "only with `keda.enabled`" in cells[3] else "always")
         out[key] |= {(group, r, v) for r in resources for v in verbs}
     return out
 
@@ -119,6 +120,10 @@ def test_chart_grants_exactly_rbac_md_cluster_wide():
     assert granted({}) == md["always"] | md["clusterwide"]
     assert granted({"peering": {"enabled": True}}) == \
         md["always"] | md["clusterwide"] | md["peering-cluster"]
+    keda = {"keda": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}}
+    assert granted(keda) == md["always"] | md["clusterwide"] | md["keda"]
+    assert md["keda"] == {("keda.sh", "scaledobjects", v)
+                          for v in ("get", "create", "patch", "delete")}
 
 
 def test_chart_grants_exactly_rbac_md_per_namespace():

@@ -305,39 +305,28 @@ def test_service_monitor():
     assert (ep["path"], ep["interval"], ep["scrapeTimeout"]) == ("/metrics", "15s", "10s")
 
 
-def test_prometheus_adapter_rule():
-    docs = render({"prometheusAdapter": {"enabled": True, "namespace": "monitoring"}})
-    cm = one(docs, "ConfigMap", f"{FULLNAME}-adapter-rules", "monitoring")
-    config = yaml.safe_load(cm["data"]["config.yaml"])
-    (rule,) = config["rules"]
-    assert rule["seriesQuery"] == 'inference_latency_seconds_bucket{namespace!="",pod!=""}'
-    assert rule["name"] == {"matches": "^inference_latency_seconds_bucket$",
-                            "as": "inference_latency_p95_seconds"}
-    assert rule["resources"]["overrides"] == {
-        "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
-    q = rule["metricsQuery"]
-    assert "histogram_quantile(0.95," in q
-    assert "<<.Series>>{<<.LabelMatchers>>}[2m]" in q and "by (le, <<.GroupBy>>)" in q
-    assert "inference_latency_seconds_count{<<.LabelMatchers>>}[2m]" in q
+def operator_env(docs: list) -> dict[str, str]:
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
 
 
-def test_prometheus_adapter_rule_settings():
-    docs = render({"prometheusAdapter": {
-        "enabled": True, "configMapName": "adapter-config", "quantile": 0.99,
-        "window": "5m", "metricName": "inference_latency_p99_seconds"}})
-    cm = one(docs, "ConfigMap", "adapter-config", NAMESPACE)
-    (rule,) = yaml.safe_load(cm["data"]["config.yaml"])["rules"]
-    assert rule["name"]["as"] == "inference_latency_p99_seconds"
-    assert "histogram_quantile(0.99," in rule["metricsQuery"]
-    assert rule["metricsQuery"].count("[5m]") == 2
+def test_keda_values_reach_the_operator_settings():
+    from mlmodel_operator.settings import OperatorSettings
+
+    env = operator_env(render({"keda": {
+        "enabled": True, "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
+        "latencyWindow": "30s", "pollingInterval": 5}}))
+    # the names the operator reads (env prefix + field), and values it accepts
+    settings = OperatorSettings(**{k.removeprefix("OPERATOR_").lower(): v
+                                   for k, v in env.items() if k.startswith("OPERATOR_")})
+    m = settings.monitoring()
+    assert (m.prometheus_url, m.latency_window, m.polling_seconds) == (
+        "http://prometheus-operated.monitoring.svc:9090", "30s", 5)
 
 
-def test_adapter_metric_is_the_one_the_operator_hpa_asks_for():
-    from mlmodel_operator.builders import LATENCY_METRIC
-
-    docs = render({"prometheusAdapter": {"enabled": True}})
-    (rule,) = yaml.safe_load(one(docs, "ConfigMap")["data"]["config.yaml"])["rules"]
-    assert rule["name"]["as"] == LATENCY_METRIC
+def test_without_keda_the_operator_gets_no_prometheus_address():
+    # no address: the operator never touches ScaledObjects, which it has no RBAC for
+    assert "OPERATOR_PROMETHEUS_URL" not in operator_env(render())
 
 
 def test_crds_ship_with_the_chart():

@@ -13,7 +13,8 @@ from tests.chart.chart_helpers import lint, template
         ({"operator": {"watchNamespace": ["a"]}}, "watchNamespace"),  # typo of watchNamespaces
         ({"imagee": {"tag": "1"}}, "imagee"),
         ({"serviceMonitor": {"enable": True}}, "enable"),
-        ({"prometheusAdapter": {"enabled": True, "metric": "x"}}, "metric"),
+        ({"keda": {"enabled": True, "prometheus": "http://p:9090"}}, "prometheus"),
+        ({"keda": {"enabled": True}}, "prometheusUrl"),  # enabled needs the address
         ({"peering": {"enabled": "yes"}}, "enabled"),
         ({"replicaCount": "1"}, "replicaCount"),
         ({"replicaCount": 2}, "replicaCount"),
@@ -25,8 +26,9 @@ from tests.chart.chart_helpers import lint, template
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"resources": {"limits": {"memory": "lots"}}}, "memory"),
         ({"resources": {"limit": {"memory": "1Gi"}}}, "limit"),
-        ({"prometheusAdapter": {"quantile": 95}}, "quantile"),
-        ({"prometheusAdapter": {"window": "two minutes"}}, "window"),
+        ({"keda": {"prometheusUrl": "prometheus:9090"}}, "prometheusUrl"),  # no scheme
+        ({"keda": {"latencyWindow": "two minutes"}}, "latencyWindow"),
+        ({"keda": {"pollingInterval": 0}}, "pollingInterval"),
         ({"serviceMonitor": {"interval": 30}}, "interval"),
         ({"nodeSelector": {"disk": True}}, "disk"),
     ],
@@ -46,7 +48,8 @@ def test_bad_values_are_rejected(values, complaint):
         {"peering": {"enabled": True, "name": "p"}},
         {"resources": {"requests": {"cpu": "100m", "memory": 256}}},
         {"serviceMonitor": {"enabled": True, "scrapeTimeout": "", "interval": "1m30s"}},
-        {"prometheusAdapter": {"enabled": True, "quantile": 0.5, "window": "90s"}},
+        {"keda": {"enabled": True, "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
+                  "latencyWindow": "90s", "pollingInterval": 5}},
         {"global": {"imageRegistry": "r"}},  # what a parent chart passes down
     ],
 )
@@ -60,7 +63,8 @@ def test_good_values_are_accepted(values):
         {},
         {"operator": {"watchNamespaces": ["a", "b"]}, "peering": {"enabled": True}},
         {"peering": {"enabled": True}},
-        {"serviceMonitor": {"enabled": True}, "prometheusAdapter": {"enabled": True}},
+        {"serviceMonitor": {"enabled": True},
+         "keda": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}},
         {"serviceAccount": {"create": False, "name": "ops"}, "rbac": {"create": False}},
     ],
 )

@@ -349,25 +349,66 @@ def test_scale_down_stabilization_follows_the_spec():
         "scaleDown": {"stabilizationWindowSeconds": 20}}
 
 
-def test_latency_target_adds_the_pods_metric():
-    s = spec(
-        serving={
-            "autoscaling": {
-                "enabled": True,
-                "targetLatencyMilliseconds": 25,
-                "targetCPUUtilizationPercentage": 60,
-            }
-        }
-    )
+def test_the_hpa_never_scales_on_latency():
+    # latency needs KEDA (build_scaled_object); the HPA is the CPU/memory fallback
+    s = spec(serving={"autoscaling": {"enabled": True, "targetLatencyMilliseconds": 25,
+                                      "targetCPUUtilizationPercentage": 60}})
     metrics = builders.build_hpa(OWNER, s)["spec"]["metrics"]
+    assert [m["resource"]["name"] for m in metrics] == ["cpu", "memory"]
     assert metrics[0]["resource"]["target"]["averageUtilization"] == 60
-    assert metrics[2] == {
-        "type": "Pods",
-        "pods": {
-            "metric": {"name": "inference_latency_p95_seconds"},
-            "target": {"type": "AverageValue", "averageValue": "25m"},
-        },
-    }
+
+
+MONITORING = builders.Monitoring("http://prometheus.monitoring.svc:9090", "30s", 5)
+
+
+def test_scaled_object_scales_on_p95_latency_cpu_and_memory():
+    s = spec(serving={"autoscaling": {
+        "enabled": True, "minReplicas": 1, "maxReplicas": 4, "targetLatencyMilliseconds": 25,
+        "targetCPUUtilizationPercentage": 60, "scaleDownStabilizationSeconds": 20}})
+    so = builders.build_scaled_object(OWNER, s, MONITORING)
+    assert (so["apiVersion"], so["kind"]) == ("keda.sh/v1alpha1", "ScaledObject")
+    assert so["metadata"]["ownerReferences"][0]["uid"] == OWNER.uid
+    sp = so["spec"]
+    assert sp["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                    "name": "fraud"}
+    assert (sp["minReplicaCount"], sp["maxReplicaCount"], sp["pollingInterval"]) == (1, 4, 5)
+    assert sp["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == {
+        "scaleDown": {"stabilizationWindowSeconds": 20}}
+    latency, cpu, memory = sp["triggers"]
+    assert (latency["type"], latency["metricType"]) == ("prometheus", "Value")
+    assert latency["metadata"]["serverAddress"] == "http://prometheus.monitoring.svc:9090"
+    assert latency["metadata"]["threshold"] == "0.025"  # seconds, as the histogram
+    q = latency["metadata"]["query"]
+    assert q == (
+        '(histogram_quantile(0.95, sum by (le) (rate(inference_latency_seconds_bucket'
+        '{namespace="team-a",model_name="fraud"}[30s]))) >= 0) or vector(0)')
+    assert cpu == {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}
+    assert memory == {"type": "memory", "metricType": "Utilization", "metadata": {"value": "80"}}
+
+
+def test_scaled_object_uses_the_served_name():
+    s = spec(model={"framework": "lightgbm", "name": "your_model", "version": "1",
+                    "uri": "https://h.example/m"},
+             serving={"autoscaling": {"enabled": True, "targetLatencyMilliseconds": 5}})
+    (latency, *_) = builders.build_scaled_object(OWNER, s, MONITORING)["spec"]["triggers"]
+    assert 'model_name="your_model"' in latency["metadata"]["query"]
+
+
+def test_no_scaled_object_without_a_latency_target():
+    assert builders.build_scaled_object(
+        OWNER, spec(serving={"autoscaling": {"enabled": True}}), MONITORING) is None
+    assert builders.build_scaled_object(OWNER, spec(serving={"autoscaling": {
+        "enabled": False, "targetLatencyMilliseconds": 5}}), MONITORING) is None
+
+
+def test_pod_monitor_scrapes_the_models_pods():
+    pm = builders.build_pod_monitor(OWNER)
+    assert (pm["apiVersion"], pm["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    assert pm["spec"]["selector"] == {"matchLabels": builders.selector_labels("fraud")}
+    (ep,) = pm["spec"]["podMetricsEndpoints"]
+    pod = builders.build_deployment(OWNER, spec(), "img")["spec"]["template"]["spec"]
+    ports = {p["name"] for c in pod["containers"] for p in c.get("ports", [])}
+    assert ep["port"] in ports and ep["path"] == "/metrics"
 
 
 def test_service():
@@ -398,14 +439,15 @@ def test_default_alert_rules():
         "[5m]))) > 0.1"
     )
     assert rules["MLModelHighErrorRate"]["expr"].endswith("> 0.01")
-    assert 'status=~"server_error"' in rules["MLModelHighErrorRate"]["expr"]
+    # refused requests (4xx) count: the engine got no prediction
+    assert 'status=~"client_error|server_error"' in rules["MLModelHighErrorRate"]["expr"]
     assert (
         rules["MLModelServiceDown"]["expr"]
         == 'absent(up{namespace="team-a",pod=~"fraud-[a-z0-9]+-[a-z0-9]+"} == 1)'
     )
     assert (
         rules["MLModelLoadFailures"]["expr"]
-        == f"increase(model_load_failures_total{{{sel}}}[10m]) > 0"
+        == f"max by (namespace, pod) (model_load_failed{{{sel}}}) > 0"
     )
     for r in rules.values():
         assert r["labels"]["namespace"] == "team-a" and r["labels"]["mlmodel"] == "fraud"
@@ -438,3 +480,10 @@ def test_prometheus_rule_and_configmap_carry_the_same_rules():
     cm = builders.build_alert_configmap(OWNER, s)
     assert cm["metadata"]["name"] == "fraud-alert-rules"
     assert yaml.safe_load(cm["data"]["rules.yaml"]) == pr["spec"]
+
+
+def test_error_rate_alert_may_count_server_errors_only():
+    s = spec(alerting={"countClientErrors": False})
+    (group,) = builders.build_alert_rules(OWNER, s)["groups"]
+    (expr,) = [r["expr"] for r in group["rules"] if r["alert"] == "MLModelHighErrorRate"]
+    assert 'status=~"server_error"}' in expr and "client_error" not in expr

@@ -1,8 +1,8 @@
 """Every metric the operator's alert rules and autoscaler read is one the runtime exports.
 
-The names are parsed out of what the builders generate (PromQL of the alert rules, the
-HPA's metrics) and out of the chart's prometheus-adapter rule, never restated here, so a
-builder or chart that names a metric the runtime does not export fails this test.
+The names are parsed out of what the builders generate (PromQL of the alert rules and of the
+KEDA ScaledObject's latency trigger), never restated here, so a builder that names a metric
+the runtime does not export fails this test.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from mlmodel_operator.spec import parse_spec
 from prometheus_client import Counter, Gauge, Histogram
 
 from serving_runtime.server.metrics import RuntimeMetrics
-from tests.chart.chart_helpers import find, render
 
 OWNER = builders.Owner(name="fraud", namespace="team-a", uid="1234-uid")
 SPEC = parse_spec(
@@ -113,30 +112,11 @@ def alert_expressions() -> list[tuple[str, str]]:
     ]
 
 
-def hpa_custom_metrics() -> list[str]:
-    """Names of the HPA's metrics that come from Prometheus (not cpu/memory)."""
-    hpa = builders.build_hpa(OWNER, SPEC)
-    assert hpa is not None
-    out = []
-    for m in hpa["spec"]["metrics"]:
-        if m["type"] == "Resource":
-            continue
-        source = m[{"Pods": "pods", "Object": "object", "External": "external"}[m["type"]]]
-        out.append(source["metric"]["name"])
-    return out
-
-
-def adapter_producers() -> dict[str, str]:
-    """Custom metric name -> the PromQL prometheus-adapter computes it with (chart defaults,
-    the adapter's <<.Series>> filled in with the series its rule matches)."""
-    docs = render({"prometheusAdapter": {"enabled": True}})
-    out: dict[str, str] = {}
-    for cm in find(docs, "ConfigMap"):
-        config = yaml.safe_load((cm.get("data") or {}).get("config.yaml") or "{}") or {}
-        for rule in config.get("rules", []):
-            ((series, _),) = selectors(rule["seriesQuery"])
-            out[rule["name"]["as"]] = rule["metricsQuery"].replace("<<.Series>>", series)
-    return out
+def autoscaler_queries() -> list[str]:
+    """The PromQL of the ScaledObject's Prometheus triggers."""
+    so = builders.build_scaled_object(OWNER, SPEC, builders.Monitoring("http://prometheus:9090"))
+    assert so is not None
+    return [t["metadata"]["query"] for t in so["spec"]["triggers"] if t["type"] == "prometheus"]
 
 
 def test_the_parser_finds_series_but_not_functions_or_labels() -> None:
@@ -159,23 +139,17 @@ def test_the_latency_alert_reads_the_runtimes_histogram(exported: Exported) -> N
     assert buckets and all(exported[n][1] == "histogram" for n in buckets)
 
 
-def test_every_autoscaler_metric_is_computed_from_a_runtime_histogram(exported: Exported) -> None:
-    producers = adapter_producers()
-    wanted = hpa_custom_metrics()
-    assert wanted, "the HPA with targetLatencyMilliseconds has no custom metric"
-    for metric in wanted:
-        # The HPA's metric is not a runtime series: something must compute it.
-        assert metric not in exported
-        assert metric in producers, f"nothing in the chart serves {metric} ({sorted(producers)})"
-        query = producers[metric]
-        assert not problems(query, exported), f"{metric}: {problems(query, exported)}"
-        buckets = [n for n, _ in selectors(query) if n.endswith("_bucket")]
-        assert "histogram_quantile(" in query and buckets, query
-        assert all(exported[n][1] == "histogram" for n in buckets), buckets
+def test_the_latency_autoscaler_reads_the_runtimes_histogram(exported: Exported) -> None:
+    (query,) = autoscaler_queries()
+    assert not problems(query, exported), problems(query, exported)
+    buckets = [n for n, _ in selectors(query) if n.endswith("_bucket")]
+    assert "histogram_quantile(0.95," in query and buckets, query
+    assert all(exported[n][1] == "histogram" for n in buckets), buckets
 
 
 @pytest.mark.parametrize(
-    "name", [names.REQUESTS_METRIC, names.LATENCY_BUCKET_SERIES, names.LOAD_FAILURES_METRIC]
+    "name", [names.REQUESTS_METRIC, names.LATENCY_BUCKET_SERIES, names.LOAD_FAILURES_METRIC,
+             names.LOAD_FAILED_METRIC]
 )
 def test_the_shared_metric_names_are_runtime_series(name: str, exported: Exported) -> None:
     assert name in exported

@@ -287,10 +287,12 @@ def test_handlers_reconcile_with_the_memos_client_and_image(monkeypatch):
     )
     kube = FakeKube([])
     memo = handlers.operator_memo(
-        OperatorSettings(runtime_image="img:memo"),
+        OperatorSettings(runtime_image="img:memo", prometheus_url="http://p:9090/",
+                         latency_window="20s"),
         kube,
     )
     handlers.mlmodel_resync(namespace="ns", name="m", memo=memo)
     assert seen == [
-        (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "timer", "coalesce": False})
+        (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "timer", "coalesce": False,
+                           "monitoring": builders.Monitoring("http://p:9090", "20s", 15)})
     ]

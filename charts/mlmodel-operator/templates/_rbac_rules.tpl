@@ -25,17 +25,27 @@ namespace.
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# delete: the HPA when autoscaling is turned off; the rules ConfigMap/PrometheusRule when
-# the operator switches between the two.
+# delete: the HPA when autoscaling is turned off or KEDA takes over; the rules
+# ConfigMap/PrometheusRule when the operator switches between the two.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# prometheus-operator, when its CRDs exist: the alert rules and the runtime pods' scrape config.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules"]
   verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "patch"]
+{{- if .Values.keda.enabled }}
+# Latency autoscaling (keda.enabled): delete when the latency target is removed.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
 # Pods are only read: the status names why they are not ready (scheduler and kubelet
 # reasons, exit codes, termination messages); watched so that happens within seconds.
 - apiGroups: [""]
