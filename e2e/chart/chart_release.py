@@ -131,7 +131,17 @@ def chart_operator_identity(
     kubeconfig: Path, tmp: Path, values: Mapping[str, Any] | None = None
 ) -> Iterator[Path]:
     """Install the chart (cluster-wide unless ``values`` say otherwise) in a fresh namespace
-    and yield a kubeconfig for its ServiceAccount; uninstall and clean up afterwards.
+    and yield a kubeconfig for its ServiceAccount; uninstall and clean up afterwards."""
+    with chart_release_for_operator(kubeconfig, tmp, values) as (_, sa_config):
+        yield sa_config
+
+
+@contextmanager
+def chart_release_for_operator(
+    kubeconfig: Path, tmp: Path, values: Mapping[str, Any] | None = None
+) -> Iterator[tuple[ChartRelease, Path]]:
+    """The release (its operator_env() is what the chart gives the operator) and a
+    kubeconfig for its ServiceAccount; uninstalled and cleaned up afterwards.
 
     The chart's crds/ are also applied server-side after the install, the way the chart
     README says to upgrade CRDs: `helm install` skips CRDs that already exist, and the
@@ -148,7 +158,7 @@ def chart_operator_identity(
                 kubeconfig=kubeconfig)
         kubectl("wait", "--for=condition=Established", "crd/mlmodels.serving.n1v1.io",
                 "--timeout=60s", kubeconfig=kubeconfig)
-        yield serviceaccount_kubeconfig(
+        yield rel, serviceaccount_kubeconfig(
             kubeconfig, namespace, rel.serviceaccount, tmp / "chart-operator.kubeconfig",
             duration="3h",
         )

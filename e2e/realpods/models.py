@@ -103,3 +103,22 @@ def lightgbm_folder(models_dir: Path, name: str, version: str) -> tuple[Path, li
     folder = save_model(model, models_dir / name, version=version, feature_names=names,
                         sample=X[:5])
     return folder, names
+
+
+def slow_forest_folder(models_dir: Path, name: str, version: str) -> tuple[Path, list[str]]:
+    """A model that is slow for real: 150 deep trees through scikit-learn's own predict
+    (the MLModel turns the compiled fast path off), about 20 ms per request of 200 rows on
+    one core, so a few connections on half a core push its p95 far past 25 ms."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from serving_runtime import save_model
+
+    rng = np.random.default_rng(11)
+    names = [f"f{i}" for i in range(8)]
+    X = rng.normal(size=(2000, len(names)))
+    y = X[:, 0] * 2 + np.sin(X[:, 1]) + rng.normal(scale=0.1, size=len(X))
+    model = RandomForestRegressor(n_estimators=150, max_depth=10, random_state=0,
+                                  n_jobs=1).fit(X, y)
+    folder = save_model(model, models_dir / name, version=version, feature_names=names,
+                        sample=X[:5])
+    return folder, names
