@@ -109,5 +109,6 @@ def run_in_pod(models: MLModels, k8s: Any, pod: str, container: str, script: str
                         "message": st.state.terminated.message}
         return None
 
-    done = wait_for(finished, timeout=timeout, describe=f"ephemeral container {container}")
+    done = wait_for(finished, timeout=timeout, describe=f"ephemeral container {container}",
+                    observe=lambda: str(k8s.core.read_namespaced_pod(pod, models.ns).status))
     assert done["exit"] == 0, f"{container} failed: {done}"

@@ -124,8 +124,11 @@ def test_the_latency_alert_fires_under_the_slow_models_load(
                              "MLModelHighLatencyP95 firing", interval=1)
     result = load.stop()
     print(f"MLModelHighLatencyP95 firing {fired:.1f}s after the load began "
-          f"({result.sent} requests, {result.failed} failed)")
-    assert result.failed == 0, result.errors
+          f"({result.sent} requests, {result.failed} shed)")
+    # Four connections on half a core overload it on purpose: the runtime may shed with its
+    # 503 (retry-after), never fail otherwise.
+    assert all(e.startswith("HTTP 503") and "overloaded" in e for e in result.errors), \
+        result.errors
     (alert,) = prometheus.alerts("MLModelHighLatencyP95", ns)
     assert float(alert["value"]) > 0.025, alert
 

@@ -66,9 +66,11 @@ def test_keda_scales_a_slow_model_out_on_p95_latency_and_back_in(
     result = load.stop()
     seen = max(v for v, _ in peak)
     print(f"scaled 1 -> 2 {up:.1f}s after the load began (p95 seen by the HPA {seen * 1000:.0f}"
-          f" ms, target {TARGET_MS} ms; {result.sent} requests, {result.failed} failed)")
+          f" ms, target {TARGET_MS} ms; {result.sent} requests, {result.failed} shed)")
     assert seen > target, peak  # it was the latency that scaled it
-    assert result.failed == 0, result.errors
+    # overloaded until the second pod is ready: only the runtime's own 503 shedding
+    assert all(e.startswith("HTTP 503") and "overloaded" in e for e in result.errors), \
+        result.errors
 
     down = wait_seconds(lambda: replicas(k8s, ns, name) == 1, 240,
                         f"{name} back to 1 replica after the load", interval=2)
