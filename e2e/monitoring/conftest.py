@@ -20,6 +20,7 @@ import pytest
 from e2e.chart.chart_release import ChartRelease, chart_release_for_operator, run_operator
 from e2e.mlmodels import MLModels
 from e2e.monitoring.prometheus import NAMESPACE, SERVICE, Prometheus
+
 # the real node and the test host's model site, as the real-pod tests have them
 from e2e.realpods.conftest import model_site, pod_host_ip, real_node  # noqa: F401
 
