@@ -22,7 +22,6 @@ RELOADER_IMAGE="docker.io/local/prometheus-config-reloader:$PROMETHEUS_OPERATOR_
 MON_SCRAPE_INTERVAL="${N1V1_SCRAPE_INTERVAL:-2s}"
 MON_COMPONENTS=(tcp_relay prometheus-operator keda keda-adapter)
 
-mon_bin() { bin_path "$1" "$2"; }
 
 # Why the monitoring stack cannot start, or nothing when it can.
 monitoring_unsupported() {
@@ -33,7 +32,7 @@ monitoring_unsupported() {
     "prometheus-config-reloader $PROMETHEUS_OPERATOR_VERSION" "keda $KEDA_VERSION" \
     "keda-adapter $KEDA_VERSION"; do
     # shellcheck disable=SC2086
-    [ -x "$(mon_bin $c)" ] || { echo "${c% *} is not built (e2e/cluster/build)"; return; }
+    [ -x "$(bin_path $c)" ] || { echo "${c% *} is not built (e2e/cluster/build)"; return; }
   done
   return 0
 }
@@ -76,11 +75,11 @@ mon_prometheus() {
   crds="$(module_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")/example/prometheus-operator-crd"
   mon_kubectl apply --server-side --force-conflicts -f "$crds" >/dev/null
   mon_kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-  mon_image "$(mon_bin prometheus "$PROMETHEUS_VERSION")" /bin/prometheus "$PROMETHEUS_IMAGE"
-  mon_image "$(mon_bin prometheus-config-reloader "$PROMETHEUS_OPERATOR_VERSION")" \
+  mon_image "$(bin_path prometheus "$PROMETHEUS_VERSION")" /bin/prometheus "$PROMETHEUS_IMAGE"
+  mon_image "$(bin_path prometheus-config-reloader "$PROMETHEUS_OPERATOR_VERSION")" \
     /bin/prometheus-config-reloader "$RELOADER_IMAGE"
   start prometheus-operator env KUBECONFIG="$STATE/kubeconfig" \
-    "$(mon_bin prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")" \
+    "$(bin_path prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")" \
     --web.listen-address "127.0.0.1:$PROM_OPERATOR_PORT" \
     --prometheus-config-reloader "$RELOADER_IMAGE" --log-level info
   # Prometheus discovers pods/services/endpoints cluster-wide: read-only, nothing else.
@@ -158,13 +157,13 @@ mon_keda() {
   cp "$PKI/ca.crt" "$certs/ca.crt"; cp "$PKI/keda.crt" "$certs/tls.crt"; cp "$PKI/keda.key" "$certs/tls.key"
   local env=(env KUBECONFIG="$STATE/kubeconfig" WATCH_NAMESPACE="" POD_NAMESPACE="$KEDA_NAMESPACE"
              KEDA_CLUSTER_OBJECT_NAMESPACE="$KEDA_NAMESPACE")
-  start keda "${env[@]}" "$(mon_bin keda "$KEDA_VERSION")" \
+  start keda "${env[@]}" "$(bin_path keda "$KEDA_VERSION")" \
     --metrics-bind-address "127.0.0.1:$KEDA_METRICS_PORT" \
     --health-probe-bind-address "127.0.0.1:$KEDA_PROBE_PORT" \
     --metrics-service-bind-address "127.0.0.1:$KEDA_GRPC_PORT" \
     --cert-dir "$certs" --enable-cert-rotation=false \
     --enable-webhook-patching=false --enable-apiservice-patching=false
-  start keda-adapter "${env[@]}" "$(mon_bin keda-adapter "$KEDA_VERSION")" \
+  start keda-adapter "${env[@]}" "$(bin_path keda-adapter "$KEDA_VERSION")" \
     --secure-port "$KEDA_ADAPTER_PORT" --bind-address 127.0.0.1 --cert-dir "$certs" \
     --tls-cert-file "$certs/tls.crt" --tls-private-key-file "$certs/tls.key" \
     --lister-kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" \
