@@ -91,14 +91,15 @@ def run_in_pod(models: MLModels, k8s: Any, pod: str, container: str, script: str
     """Run `python -c script` in an ephemeral container of `pod` that mounts the pod's
     model folder volume read-write (the runtime's own mount is read-only): how a file under a
     running runtime changes, which nothing else in a pod the operator made can do."""
-    spec = {"ephemeralContainers": [{
+    # The subresource takes a Pod: a body without "spec" is accepted and silently ignored.
+    spec = {"spec": {"ephemeralContainers": [{
         "name": container, "image": RUNTIME_IMAGE, "imagePullPolicy": "Never",
         "command": ["python", "-c", script],
         "volumeMounts": [{"name": "models", "mountPath": "/app/models"}],
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
                             "seccompProfile": {"type": "RuntimeDefault"}},
-    }]}
+    }]}}
     k8s.core.patch_namespaced_pod_ephemeralcontainers(pod, models.ns, spec)
 
     def finished() -> dict[str, Any] | None:

@@ -67,7 +67,8 @@ def test_alert_rules_check_and_fire(
             {"series": f'inference_latency_seconds_bucket{{{sel},le="0.05"}}', "values": "0x15"},
             {"series": f'inference_latency_seconds_bucket{{{sel},le="0.25"}}', "values": "0+10x15"},
             {"series": f'inference_latency_seconds_bucket{{{sel},le="+Inf"}}', "values": "0+10x15"},
-            # 10 % server errors (10 of 80+10+10) against a 2 % threshold
+            # 20 % errors (10 server + 10 client of 80+10+10) against a 2 % threshold: a refused
+            # request counts, since countClientErrors defaults to true
             {"series": f'inference_requests_total{{{sel},status="success"}}', "values": "0+80x15"},
             {
                 "series": f'inference_requests_total{{{sel},status="server_error"}}',
@@ -75,17 +76,18 @@ def test_alert_rules_check_and_fire(
             },
             {
                 "series": f'inference_requests_total{{{sel},status="client_error"}}',
-                "values": "0+10x15",  # in the total, never an error
+                "values": "0+10x15",
             },
             # the only pod is down
             {"series": f'up{{namespace="{ns}",pod="{pod}"}}', "values": "0x15"},
-            {"series": f'model_load_failures_total{{{sel},pod="{pod}"}}', "values": "0+1x15"},
+            # the runtime's gauge: the latest load in this pod failed
+            {"series": f'model_load_failed{{{sel},pod="{pod}"}}', "values": "1x15"},
         ],
         "alert_rule_test": [
             expect("MLModelHighLatencyP95", "240ms"),
-            expect("MLModelHighErrorRate", "10%"),
+            expect("MLModelHighErrorRate", "20%"),
             expect("MLModelServiceDown"),
-            expect("MLModelLoadFailures", extra={"model_name": "iris", "pod": pod}),
+            expect("MLModelLoadFailures", extra={"pod": pod}),
         ],
     }
     healthy = {
@@ -99,7 +101,7 @@ def test_alert_rules_check_and_fire(
                 "values": "0+1x15",
             },  # 1 % < 2 %
             {"series": f'up{{namespace="{ns}",pod="{pod}"}}', "values": "1x15"},
-            {"series": f'model_load_failures_total{{{sel},pod="{pod}"}}', "values": "0x15"},
+            {"series": f'model_load_failed{{{sel},pod="{pod}"}}', "values": "0x15"},
         ],
         "alert_rule_test": [{"eval_time": "10m", "alertname": a, "exp_alerts": []} for a in rules],
     }
