@@ -303,6 +303,8 @@ def test_service_monitor():
     (ep,) = sm["spec"]["endpoints"]
     assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
     assert (ep["path"], ep["interval"], ep["scrapeTimeout"]) == ("/metrics", "15s", "10s")
+    # mlmodel_operator_model_ready's namespace is the MLModel's, not the operator pod's
+    assert ep["honorLabels"] is True
 
 
 def operator_env(docs: list) -> dict[str, str]:
