@@ -448,6 +448,12 @@ def build_service(owner: Owner) -> dict[str, Any]:
     }
 
 
+def resource_targets(a: Any) -> list[tuple[str, int]]:
+    """(resource, utilization percent of the requests) that both autoscalers scale on."""
+    return [("cpu", a.targetCPUUtilizationPercentage),
+            ("memory", a.targetMemoryUtilizationPercentage)]
+
+
 def resource_metrics(a: Any) -> list[dict[str, Any]]:
     """The HPA metrics for CPU and memory utilization (of the requests)."""
     return [
@@ -458,10 +464,7 @@ def resource_metrics(a: Any) -> list[dict[str, Any]]:
                 "target": {"type": "Utilization", "averageUtilization": target},
             },
         }
-        for resource, target in (
-            ("cpu", a.targetCPUUtilizationPercentage),
-            ("memory", a.targetMemoryUtilizationPercentage),
-        )
+        for resource, target in resource_targets(a)
     ]
 
 
@@ -529,9 +532,8 @@ def build_scaled_object(
         },
     }
     resources = [
-        {"type": r["resource"]["name"], "metricType": "Utilization",
-         "metadata": {"value": str(r["resource"]["target"]["averageUtilization"])}}
-        for r in resource_metrics(a)
+        {"type": resource, "metricType": "Utilization", "metadata": {"value": str(target)}}
+        for resource, target in resource_targets(a)
     ]
     return {
         "apiVersion": names.SCALED_OBJECT_API_VERSION,

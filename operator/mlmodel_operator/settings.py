@@ -40,11 +40,12 @@ class OperatorSettings(BaseSettings):
         "http://prometheus-operated.monitoring.svc:9090 (empty: no latency autoscaling)",
     )
     latency_window: str = Field(
-        default="1m", pattern=r"^[0-9]+(ms|s|m|h)$",
+        default=Monitoring.latency_window, pattern=r"^[0-9]+(ms|s|m|h)$",
         description="rate window of the p95 latency query (a few scrape intervals)",
     )
     keda_polling_seconds: int = Field(
-        default=15, ge=1, le=3600, description="how often KEDA evaluates the latency trigger"
+        default=Monitoring.polling_seconds, ge=1, le=3600,
+        description="how often KEDA evaluates the latency trigger",
     )
 
     def monitoring(self) -> Monitoring:
