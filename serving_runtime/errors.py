@@ -59,6 +59,16 @@ class ModelNotFoundError(ServingError):
         self.model_name = model_name
 
 
+class VersionNotFoundError(ModelNotFoundError):
+    """A pinned version (X-Model-Version, or V2's /versions/{v}) that does not answer."""
+
+    def __init__(self, model_name: str, version: str, serving: str) -> None:
+        ServingError.__init__(
+            self, f"Model {echo(model_name)} has no version {echo(version)} answering "
+            f"(serving: {serving})")
+        self.model_name = model_name
+
+
 class ModelNotReadyError(ServingError):
     """The model is expected but still loading (503: retry shortly)."""
 

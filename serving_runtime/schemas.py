@@ -103,6 +103,23 @@ class BatchRequest(BaseModel):
     batch_size: int | None = Field(default=None, ge=1)
 
 
+#: request header pinning the version that answers (a model with a canary or a shadow)
+MODEL_VERSION_HEADER = "X-Model-Version"
+
+
+class ChallengerStatus(BaseModel):
+    """A model's challenger (docs/rollouts.md), as /health reports it."""
+
+    mode: Literal["canary", "shadow"]
+    version: str | None = Field(description="Its version (null when it failed to load)")
+    state: Literal["loading", "serving", "failed", "rolled_back"]
+    weight: float | None = Field(description="Canary: percent of requests it answers")
+    reason: str | None = Field(description="Why it failed or was rolled back")
+    requests: int = Field(description="Its answers counted toward the limits (this process)")
+    errors: int = Field(description="Of those, requests it failed (the champion answered)")
+    p95_ms: float | None = Field(description="p95 latency of its latest answers")
+
+
 class ModelStatus(BaseModel):
     """One model's state as /health reports it."""
 
@@ -110,6 +127,8 @@ class ModelStatus(BaseModel):
     state: Literal["loading", "ready", "failed"]
     version: str | None = Field(description="Version being served (null if none)")
     error: str | None = Field(default=None, description="Last load/reload failure")
+    challenger: ChallengerStatus | None = Field(
+        default=None, description="The model's canary or shadow, when it has one")
 
 
 class IgnoredFolder(BaseModel):

@@ -36,6 +36,7 @@ from .spec import MLModelSpec
 # step through env and arguments.
 MODELS_DIR = "/app/models"
 SOURCE_DIR = "/mnt/model-source"
+CHALLENGER_SOURCE_DIR = "/mnt/challenger-source"
 CA_BUNDLE_DIR = "/etc/n1v1/ca-bundle"
 RUNTIME_UID = 10001
 # Requests get this long to drain after the endpoint is removed from the Service.
@@ -122,21 +123,26 @@ def thread_layout(spec: MLModelSpec) -> tuple[int, int]:
 
 def model_source(spec: MLModelSpec) -> tuple[str, dict[str, Any] | None]:
     """(URI passed to fetch, volume for /mnt/model-source or None)."""
-    m = spec.model
-    pvc = m.pvc()
+    return source_of(spec.model, "model-source", SOURCE_DIR)
+
+
+def source_of(src: Any, volume: str, mount: str) -> tuple[str, dict[str, Any] | None]:
+    """(URI passed to fetch, volume mounted at `mount` or None) of one model source: a
+    pvc:// or configmap:// source is mounted read-only and fetched as a local file."""
+    pvc = src.pvc()
     if pvc:
         claim, path = pvc
         vol = {
-            "name": "model-source",
+            "name": volume,
             "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
         }
-        return f"file://{SOURCE_DIR}/{path}", vol
-    cm = m.configmap()
+        return f"file://{mount}/{path}", vol
+    cm = src.configmap()
     if cm:
         cm_name, key = cm
-        vol = {"name": "model-source", "configMap": {"name": cm_name}}
-        return (f"file://{SOURCE_DIR}/{key}" if key else f"file://{SOURCE_DIR}"), vol
-    return m.uri, None
+        vol = {"name": volume, "configMap": {"name": cm_name}}
+        return (f"file://{mount}/{key}" if key else f"file://{mount}"), vol
+    return src.uri, None
 
 
 def container_resources(spec: MLModelSpec) -> dict[str, Any]:
@@ -170,24 +176,28 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def fetch_args(owner: Owner, spec: MLModelSpec, fetch_uri: str) -> list[str]:
-    """`python` arguments of the fetch step: download, verify and unpack into MODELS_DIR."""
+def fetch_args(owner: Owner, spec: MLModelSpec, fetch_uri: str, *,
+               challenger: bool = False) -> list[str]:
+    """`python` arguments of the fetch step: download, verify and unpack into MODELS_DIR
+    (the challenger's: into MODELS_DIR/.challengers, under the same model name)."""
+    src: Any = spec.challenger if challenger else spec.model
+    framework = spec.challenger_framework() if challenger else spec.model.framework
     args = [
         "-m",
         names.FETCH_MODULE,
         "--uri",
         fetch_uri,
         "--dest",
-        MODELS_DIR,
+        f"{MODELS_DIR}/{names.CHALLENGERS_DIR}" if challenger else MODELS_DIR,
         "--name",
         spec.served_name(owner.name),
         "--framework",
-        spec.model.framework,
+        str(framework),
         "--version",
-        spec.model.version,
+        src.version,
     ]
-    if spec.model.sha256:
-        args += ["--sha256", spec.model.sha256]
+    if src.sha256:
+        args += ["--sha256", src.sha256]
     return args
 
 
@@ -199,20 +209,26 @@ def fetch_init_container(
     fetch_uri: str,
     *,
     mounts_source: bool,
+    challenger: bool = False,
 ) -> dict[str, Any]:
-    """The init container that puts the model folder into the shared `models` volume."""
+    """The init container that puts the model folder (or the challenger's) into the shared
+    `models` volume."""
     mounts: list[dict[str, Any]] = [
         {"name": "models", "mountPath": MODELS_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     if mounts_source:
-        mounts.append({"name": "model-source", "mountPath": SOURCE_DIR, "readOnly": True})
+        mounts.append({
+            "name": "challenger-source" if challenger else "model-source",
+            "mountPath": CHALLENGER_SOURCE_DIR if challenger else SOURCE_DIR,
+            "readOnly": True,
+        })
     fetch: dict[str, Any] = {
-        "name": FETCH_CONTAINER,
+        "name": names.FETCH_CHALLENGER_CONTAINER if challenger else FETCH_CONTAINER,
         "image": image,
         "imagePullPolicy": spec.serving.imagePullPolicy,
         "command": ["python"],
-        "args": fetch_args(owner, spec, fetch_uri),
+        "args": fetch_args(owner, spec, fetch_uri, challenger=challenger),
         "resources": resources,
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -231,9 +247,28 @@ def fetch_init_container(
     return fetch
 
 
-def runtime_env(owner: Owner, spec: MLModelSpec) -> list[dict[str, Any]]:
+def challengers_setting(owner: Owner, spec: MLModelSpec) -> str:
+    """The runtime's CHALLENGERS (server/rollout.py's ChallengerConfig, snake_case)."""
+    ch = spec.challenger
+    assert ch is not None
+    conf: dict[str, Any] = {"mode": ch.mode}
+    if spec.canary is not None:
+        c = spec.canary
+        conf["weight"] = c.weight
+        conf["min_requests"] = c.minRequests
+        if c.maxErrorRatePercent is not None:
+            conf["max_error_rate_percent"] = c.maxErrorRatePercent
+        if c.maxLatencyP95Milliseconds is not None:
+            conf["max_latency_p95_ms"] = c.maxLatencyP95Milliseconds
+    return json.dumps({spec.served_name(owner.name): conf}, sort_keys=True,
+                      separators=(",", ":"))
+
+
+def runtime_env(owner: Owner, spec: MLModelSpec, *,
+                challenger: bool = True) -> list[dict[str, Any]]:
     """The runtime's env: what the operator owns, defaults a user may override, then the
-    user's own (spec.serving.env)."""
+    user's own (spec.serving.env). `challenger`: serve spec.canary / spec.shadow (False
+    once it was rolled back)."""
     workers, threads = thread_layout(spec)
     env: list[dict[str, Any]] = [
         {"name": names.ENV_MODELS_DIR, "value": MODELS_DIR},
@@ -250,6 +285,8 @@ def runtime_env(owner: Owner, spec: MLModelSpec) -> list[dict[str, Any]]:
     ]
     if spec.model.sha256:
         env.append({"name": names.ENV_MODEL_SHA256, "value": spec.model.sha256})
+    if challenger and spec.challenger is not None:
+        env.append({"name": names.ENV_CHALLENGERS, "value": challengers_setting(owner, spec)})
     user_names = {e.name for e in spec.serving.env}
     if names.ENV_WORKERS not in user_names:
         env.append({"name": names.ENV_WORKERS, "value": str(workers)})
@@ -291,7 +328,8 @@ def runtime_probes() -> dict[str, dict[str, Any]]:
 
 
 def runtime_container(
-    owner: Owner, spec: MLModelSpec, image: str, resources: dict[str, Any]
+    owner: Owner, spec: MLModelSpec, image: str, resources: dict[str, Any], *,
+    challenger: bool = True,
 ) -> dict[str, Any]:
     """The serving container: reads the fetched model folder, serves on RUNTIME_PORT."""
     return {
@@ -301,7 +339,7 @@ def runtime_container(
         "ports": [
             {"name": names.RUNTIME_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}
         ],
-        "env": runtime_env(owner, spec),
+        "env": runtime_env(owner, spec, challenger=challenger),
         "resources": resources,
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -315,7 +353,8 @@ def runtime_container(
     }
 
 
-def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None) -> list[dict[str, Any]]:
+def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None,
+                challenger_volume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         # Disk-backed: the runtime keeps prometheus multiprocess files (1 MiB mmaps per
@@ -324,6 +363,8 @@ def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None) -> list
     ]
     if source_volume:
         volumes.append(source_volume)
+    if challenger_volume:
+        volumes.append(challenger_volume)
     ca = spec.model.caBundle
     if ca:
         # optional: a missing ConfigMap or key fails the fetch with a message naming
@@ -332,22 +373,32 @@ def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None) -> list
     return volumes
 
 
-def pod_spec(owner: Owner, spec: MLModelSpec, image: str) -> dict[str, Any]:
+def pod_spec(owner: Owner, spec: MLModelSpec, image: str, *,
+             challenger: bool = True) -> dict[str, Any]:
+    """`challenger`: fetch and serve spec.canary / spec.shadow too (when set)."""
     s = spec.serving
     resources = container_resources(spec)
     fetch_uri, source_volume = model_source(spec)
+    init = [
+        fetch_init_container(
+            owner, spec, image, resources, fetch_uri, mounts_source=source_volume is not None
+        )
+    ]
+    challenger_volume = None
+    if challenger and spec.challenger is not None:
+        ch_uri, challenger_volume = source_of(spec.challenger, "challenger-source",
+                                              CHALLENGER_SOURCE_DIR)
+        init.append(fetch_init_container(
+            owner, spec, image, resources, ch_uri,
+            mounts_source=challenger_volume is not None, challenger=True))
     out: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security_context(),
-        "initContainers": [
-            fetch_init_container(
-                owner, spec, image, resources, fetch_uri, mounts_source=source_volume is not None
-            )
-        ],
-        "containers": [runtime_container(owner, spec, image, resources)],
-        "volumes": pod_volumes(spec, source_volume),
+        "initContainers": init,
+        "containers": [runtime_container(owner, spec, image, resources, challenger=challenger)],
+        "volumes": pod_volumes(spec, source_volume, challenger_volume),
     }
     if s.nodeSelector:
         out["nodeSelector"] = dict(s.nodeSelector)
@@ -365,7 +416,8 @@ def scrape_annotations() -> dict[str, str]:
     }
 
 
-def pod_template(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[str, Any]:
+def pod_template(owner: Owner, spec: MLModelSpec, default_image: str, *,
+                 challenger: bool = True) -> dict[str, Any]:
     """The pod template, stamped with the hash of itself (TEMPLATE_HASH_LABEL)."""
     image = spec.serving.image or default_image
     template: dict[str, Any] = {
@@ -376,7 +428,7 @@ def pod_template(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[st
             },
             "annotations": scrape_annotations(),
         },
-        "spec": pod_spec(owner, spec, image),
+        "spec": pod_spec(owner, spec, image, challenger=challenger),
     }
     template["metadata"]["labels"][TEMPLATE_HASH_LABEL] = template_hash(template)
     return template
@@ -402,12 +454,15 @@ def deployment_spec(owner: Owner, spec: MLModelSpec, template: dict[str, Any]) -
     return out
 
 
-def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str) -> dict[str, Any]:
+def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str, *,
+                     challenger: bool = True) -> dict[str, Any]:
+    """`challenger=False`: without spec.canary / spec.shadow (rolled back, docs/rollouts.md)."""
+    template = pod_template(owner, spec, default_image, challenger=challenger)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(owner),
-        "spec": deployment_spec(owner, spec, pod_template(owner, spec, default_image)),
+        "spec": deployment_spec(owner, spec, template),
     }
 
 

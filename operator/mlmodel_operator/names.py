@@ -52,6 +52,7 @@ FINALIZER = f"{GROUP}/kopf-finalizer"
 
 # --- the runtime container ----------------------------------------------------------------
 FETCH_CONTAINER = "fetch-model"
+FETCH_CHALLENGER_CONTAINER = "fetch-challenger"  # the canary's or shadow's folder
 RUNTIME_CONTAINER = "runtime"
 FETCH_MODULE = "serving_runtime.tools.fetch"  # run as `python -m` in the init container
 RUNTIME_PORT = 8000
@@ -59,6 +60,10 @@ RUNTIME_PORT_NAME = "http"
 LIVE_PATH = "/v2/health/live"
 READY_PATH = "/v2/health/ready"
 METRICS_PATH = "/metrics"
+HEALTH_PATH = "/health"  # JSON: each model's state and its challenger's (the operator reads it)
+# The challenger's folder under MODELS_DIR (serving_runtime/models/folder_format.py's
+# CHALLENGERS_DIR; a test holds the two equal).
+CHALLENGERS_DIR = ".challengers"
 
 # Env vars the operator sets on the runtime (serving_runtime/__main__.py reads them).
 ENV_MODELS_DIR = "MODELS_DIR"
@@ -69,6 +74,7 @@ ENV_ALLOW_UNSAFE_LOADING = "ALLOW_UNSAFE_LOADING"
 ENV_WORKERS = "WORKERS"
 ENV_INFERENCE_THREADS = "INFERENCE_THREADS"
 ENV_EXIT_ON_LOAD_FAILURE = "EXIT_ON_LOAD_FAILURE"
+ENV_CHALLENGERS = "CHALLENGERS"  # JSON: the model's canary or shadow (docs/rollouts.md)
 # Not read by the runtime: in the template so that a new version or artifact rolls the pods.
 ENV_MODEL_VERSION = "MODEL_VERSION"
 ENV_MODEL_URI = "MODEL_URI"

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import builders, metrics
+from . import builders, metrics, pod_health, rollout
 from .apply import Kube, NotOwnedError, describe_api_error
 from .names import (
     ALERT_RULES_KEY,
@@ -29,8 +29,17 @@ from .names import (
     SCALED_OBJECT_KIND,
     SCALED_OBJECT_PLURAL,
 )
+from .pod_diagnosis import current_pods
 from .spec import MLModelSpec, SpecError, check_name, parse_spec
-from .status import READY, Autoscaler, Observed, Verdict, compute_status, status_differs
+from .status import (
+    READY,
+    Autoscaler,
+    Observed,
+    Verdict,
+    _now,
+    compute_status,
+    status_differs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +128,11 @@ def _reconcile(
         _write_error_status(kube, body, owner, None, previous, str(exc), "InvalidSpec")
         raise
 
+    rolled_back = rollout.rolled_back_record(spec, previous)
     try:
         dep, alert_rules, autoscaler = _apply_children(
-            kube, body, owner, spec, runtime_image, monitoring
+            kube, body, owner, spec, runtime_image, monitoring,
+            challenger=rolled_back is None,
         )
     except (ApiException, NotOwnedError) as exc:
         msg = describe_api_error(exc) if isinstance(exc, ApiException) else str(exc)
@@ -135,6 +146,11 @@ def _reconcile(
         raise ReconcileError(f"{namespace}/{name}: {msg}") from exc
 
     try:
+        pods = _read_pods(kube, namespace, name)
+        challenger = None
+        if spec.challenger is not None:
+            dep, challenger = _check_challenger(
+                kube, body, owner, spec, runtime_image, dep, pods, rolled_back)
         return _write_status(
             kube,
             body,
@@ -147,8 +163,9 @@ def _reconcile(
                 previous,
                 alert_rules=alert_rules,
                 autoscaler=autoscaler,
-                pods=_read_pods(kube, namespace, name),
+                pods=pods,
                 served_model=spec.served_name(name),
+                challenger=challenger,
             ),
         )
     except ApiException as exc:
@@ -158,6 +175,45 @@ def _reconcile(
         _forget(namespace, name)
         log.info("%s/%s was deleted during its reconcile", namespace, name)
         return None
+
+
+def _ready_current_pods(pods: list[dict[str, Any]] | None,
+                        dep: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, IP) of the ready pods of the Deployment's current template."""
+    out = []
+    for p in current_pods(pods or [], dep):
+        st = p.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in st.get("conditions") or [])
+        if ready and st.get("podIP") and not p["metadata"].get("deletionTimestamp"):
+            out.append((p["metadata"]["name"], st["podIP"]))
+    return out
+
+
+def _check_challenger(
+    kube: Kube, body: dict[str, Any], owner: builders.Owner, spec: MLModelSpec,
+    runtime_image: str, dep: dict[str, Any], pods: list[dict[str, Any]] | None,
+    rolled_back: dict[str, Any] | None,
+) -> tuple[dict[str, Any], rollout.ChallengerView | None]:
+    """Ask the ready pods how the challenger does; on a pod's failure or rollback, record
+    it in the status first (so a restart or a failed write later cannot bring it back),
+    then an Event, then the Deployment without it."""
+    served = spec.served_name(owner.name)
+    reports = [] if rolled_back is not None else [
+        rollout.health_report(pod, pod_health.read_health(ip), served)
+        for pod, ip in _ready_current_pods(pods, dep)
+    ]
+    view = rollout.decide(spec, reports, rolled_back, _now())
+    if view is None or view.rolled_back is None or rolled_back is not None:
+        return dep, view
+    kube.patch_status(owner.namespace, owner.name, {"rolledBack": view.rolled_back})
+    metrics.ERRORS.labels("ChallengerRolledBack").inc()
+    kube.event(body, "Warning", "ChallengerRolledBack",
+               f"{view.reason}; the pods go back to version {spec.model.version} alone")
+    res = kube.apply(builders.build_deployment(owner, spec, runtime_image, challenger=False),
+                     owner.uid)
+    _record(kube, body, "Deployment", owner.name, res.action, " (challenger rolled back)")
+    return res.obj, view
 
 
 def _read_pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]] | None:
@@ -221,11 +277,14 @@ def _apply_children(
     spec: MLModelSpec,
     runtime_image: str,
     monitoring: builders.Monitoring,
+    *,
+    challenger: bool = True,
 ) -> tuple[dict[str, Any], str | None, Autoscaler]:
     name, uid = owner.name, owner.uid
     drift = " (spec changed or the live object drifted from it)"
 
-    dep = kube.apply(builders.build_deployment(owner, spec, runtime_image), uid)
+    dep = kube.apply(
+        builders.build_deployment(owner, spec, runtime_image, challenger=challenger), uid)
     _record(kube, body, "Deployment", name, dep.action, drift if dep.action == "updated" else "")
     svc = kube.apply(builders.build_service(owner), uid)
     _record(kube, body, "Service", name, svc.action, drift if svc.action == "updated" else "")

@@ -30,6 +30,7 @@ RESERVED_ENV = frozenset(
         names.ENV_HOST,
         names.ENV_PORT,
         names.ENV_ALLOW_UNSAFE_LOADING,
+        names.ENV_CHALLENGERS,
     }
 )
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -99,21 +100,15 @@ class CABundle(_Strict):
 Framework = Literal["lightgbm", "sklearn", "xgboost"]
 
 
-class ModelSource(_Strict):
-    framework: Framework
-    #: the name the runtime serves the model under, when it differs from metadata.name
-    #: (`your_model`, `Fraud.v2`: what requests and metrics call it); default metadata.name
-    name: str | None = Field(default=None, min_length=1,
-                             max_length=names.SERVED_NAME_MAX_LENGTH,
-                             pattern=names.SERVED_NAME_PATTERN)
+class _Source(_Strict):
+    """Where one version of the model comes from: the fields the champion, a canary and a
+    shadow share."""
+
     version: str = Field(
         min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9._+-]*[A-Za-z0-9])?$"
     )
     uri: str = Field(min_length=1, max_length=2048)
     sha256: str | None = Field(default=None, pattern=r"^[a-f0-9]{64}$")
-    credentialsSecret: str | None = Field(default=None, max_length=253)
-    caBundle: CABundle | None = None
-    allowUnsafeLoading: bool = False
 
     @field_validator("uri")
     @classmethod
@@ -146,6 +141,45 @@ class ModelSource(_Strict):
         """(configmap name, key or None) for configmap:// URIs."""
         m = _CM_RE.match(self.uri)
         return (m["name"], m["key"]) if m else None
+
+
+class ModelSource(_Source):
+    framework: Framework
+    #: the name the runtime serves the model under, when it differs from metadata.name
+    #: (`your_model`, `Fraud.v2`: what requests and metrics call it); default metadata.name
+    name: str | None = Field(default=None, min_length=1,
+                             max_length=names.SERVED_NAME_MAX_LENGTH,
+                             pattern=names.SERVED_NAME_PATTERN)
+    credentialsSecret: str | None = Field(default=None, max_length=253)
+    caBundle: CABundle | None = None
+    allowUnsafeLoading: bool = False
+
+
+class Shadow(_Source):
+    """A challenger evaluated on every request after the answer, never returned
+    (docs/rollouts.md). Fetched with spec.model's credentials and CA bundle."""
+
+    #: default: spec.model.framework (an A/B of two frameworks is allowed)
+    framework: Framework | None = None
+
+    @property
+    def mode(self) -> Literal["canary", "shadow"]:
+        return "shadow"
+
+
+class Canary(Shadow):
+    """A challenger that answers `weight` percent of the requests, picked by a hash of the
+    correlation id, and is rolled back when it fails its load, its golden sample or its
+    limits."""
+
+    weight: int = Field(ge=0, le=100)
+    maxErrorRatePercent: float | None = Field(default=None, ge=0, le=100)
+    maxLatencyP95Milliseconds: int | None = Field(default=None, ge=1, le=600000)
+    minRequests: int = Field(default=100, ge=1, le=1000000)
+
+    @property
+    def mode(self) -> Literal["canary", "shadow"]:
+        return "canary"
 
 
 class Autoscaling(_Strict):
@@ -277,8 +311,29 @@ class Alerting(_Strict):
 
 class MLModelSpec(_Strict):
     model: ModelSource
+    canary: Canary | None = None
+    shadow: Shadow | None = None
     serving: Serving = Field(default_factory=Serving)
     alerting: Alerting = Field(default_factory=Alerting)
+
+    @model_validator(mode="after")
+    def _one_challenger(self) -> MLModelSpec:
+        if self.canary is not None and self.shadow is not None:
+            raise ValueError("canary and shadow cannot both be set: a model has one "
+                             "challenger at a time")
+        ch = self.challenger
+        if ch is not None and ch.version == self.model.version:
+            raise ValueError(f"{ch.mode}.version must differ from model.version "
+                             f"({ch.version}): answers and metrics tell versions apart by it")
+        return self
+
+    @property
+    def challenger(self) -> Canary | Shadow | None:
+        return self.canary if self.canary is not None else self.shadow
+
+    def challenger_framework(self) -> str | None:
+        ch = self.challenger
+        return None if ch is None else ch.framework or self.model.framework
 
     def served_name(self, object_name: str) -> str:
         """The model's name in the runtime (fetch --name, PRELOAD_MODELS, /predict's

@@ -32,11 +32,14 @@ from typing import Any
 from .builders import selector_string, service_url
 from .names import ENV_MODEL_VERSION
 from .pod_diagnosis import Diagnosis, current_pods, diagnose
+from .rollout import ChallengerView
 
 READY = "Ready"
 SERVING = "ModelServing"
 # Only when spec.serving.autoscaling.targetLatencyMilliseconds is set: does KEDA scale on it?
 LATENCY_AUTOSCALING = "LatencyAutoscaling"
+# Only with spec.canary or spec.shadow: does the challenger serve (or get evaluated)?
+CHALLENGER = "Challenger"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Observed:
     pods: list[dict[str, Any]] | None = None
     # the name requests and metrics use (spec.model.name or metadata.name); None: no spec
     served_model: str | None = None
+    # the canary's or shadow's state (rollout.py); None: no challenger in the spec
+    challenger: ChallengerView | None = None
 
 
 def _now() -> str:
@@ -315,8 +320,55 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
             condition(READY, ready),
             condition(SERVING, serving.verdict),
             *_latency_condition(obs, prev_conds, condition),
+            *_challenger_condition(obs, prev_conds, condition),
         ],
+        **_challenger_fields(obs, prev, serving.served if serving.verdict.ok else None),
     }
+
+
+def _challenger_fields(obs: Observed, prev: dict[str, Any],
+                       served: str | None) -> dict[str, Any]:
+    """challenger, versions and rolledBack (each None, i.e. removed, without a challenger;
+    kept as they were when nothing was observed: a failed reconcile)."""
+    if obs.error:
+        return {k: prev.get(k) for k in ("challenger", "versions", "rolledBack")}
+    view = obs.challenger
+    if view is None:
+        return {"challenger": None, "versions": None, "rolledBack": None}
+    return {
+        "challenger": {
+            "mode": view.mode, "version": view.version, "weight": view.weight,
+            "state": view.state, "reason": view.reason,
+            "pods": f"{view.pods_serving}/{view.pods_reporting}",
+        },
+        "versions": versions_of(obs, view, served),
+        "rolledBack": view.rolled_back,
+    }
+
+
+def versions_of(obs: Observed, view: ChallengerView, served: str | None) -> list[dict[str, Any]]:
+    champion: dict[str, Any] = {"version": obs.spec_version, "role": "champion",
+                                "weight": 100, "serving": served is not None}
+    active = view.state == "Serving"
+    challenger: dict[str, Any] = {"version": view.version, "role": view.mode, "weight": 0,
+                                  "serving": active}
+    if view.mode == "canary" and active and view.weight is not None:
+        champion["weight"], challenger["weight"] = 100 - view.weight, view.weight
+    return [champion, challenger]
+
+
+def _challenger_condition(
+    obs: Observed, prev_conds: list[dict[str, Any]], condition: Any
+) -> list[dict[str, Any]]:
+    if obs.error:
+        return [c for c in prev_conds if c.get("type") == CHALLENGER]
+    view = obs.challenger
+    if view is None:
+        return []
+    reason = {"Serving": "Serving" if view.mode == "canary" else "Evaluated",
+              "RolledBack": "RolledBack", "Loading": "Loading",
+              "Unknown": "NotReported"}[view.state]
+    return [condition(CHALLENGER, Verdict(view.state == "Serving", reason, view.reason))]
 
 
 def _latency_condition(

@@ -8,6 +8,9 @@ fetch init container (`tools/fetch`) all read it from here.
                         (model.skops, model.json, model.ubj, model.txt, model.joblib, ...)
         sample.json     optional golden input + expected output, checked on every load
 
+    <models-dir>/.challengers/<model-name>/
+        the same format: the model's challenger (a canary or a shadow), when it has one
+
 Imports no numpy and no framework: fetch runs it in an init container before anything
 else, and its start time is what a pod waits for.
 """
@@ -28,9 +31,10 @@ from serving_runtime.errors import IntegrityError, ModelLoadError
 from serving_runtime.models.runtimes import FRAMEWORKS, ArtifactKind, artifact_kinds
 
 __all__ = [
-    "ARTIFACT_STEM", "FORMAT_VERSION", "METADATA_FILE", "SAMPLE_FILE", "MAX_MODEL_NAME_LENGTH",
-    "MODEL_NAME_PATTERN", "IntegrityError", "artifact_kind", "artifact_table",
-    "check_metadata", "check_sha256", "find_artifact_name", "is_valid_model_name",
+    "ARTIFACT_STEM", "CHALLENGERS_DIR", "FORMAT_VERSION", "METADATA_FILE", "SAMPLE_FILE",
+    "MAX_MODEL_NAME_LENGTH", "MODEL_NAME_PATTERN", "IntegrityError", "artifact_kind",
+    "artifact_table", "challenger_folder", "check_metadata", "check_sha256",
+    "find_artifact_name", "is_valid_model_name",
     "model_name_problem", "parse_folder_json", "read_folder_file", "sha256_file",
     "sha256_hex", "validate_model_name",
 ]
@@ -39,6 +43,14 @@ METADATA_FILE = "metadata.json"
 SAMPLE_FILE = "sample.json"
 FORMAT_VERSION = 1
 ARTIFACT_STEM = "model"
+# Hidden, so model discovery never takes a challenger for a model of its own.
+CHALLENGERS_DIR = ".challengers"
+
+
+def challenger_folder(models_dir: Path, name: str) -> Path:
+    """Where model `name`'s challenger lives (its folder is named after the model, as
+    every model folder is)."""
+    return models_dir / CHALLENGERS_DIR / name
 
 # --- model names ------------------------------------------------------------------------
 #

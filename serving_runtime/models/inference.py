@@ -124,7 +124,8 @@ def model_name_of(body: Any) -> str:
     return name
 
 
-def _correlation_id(body: dict[str, Any], fallback: str | None) -> str:
+def body_correlation_id(body: dict[str, Any], fallback: str | None) -> str:
+    """The body's correlation_id (refused, 422, outside the rule), else `fallback`, else new."""
     cid = body.get("correlation_id")
     if cid is None:
         return fallback or new_correlation_id()
@@ -185,7 +186,7 @@ def prepare_predict(
         )
     if "features" not in body:
         raise InvalidInputError("missing field 'features'")
-    cid = _correlation_id(body, correlation_id)
+    cid = body_correlation_id(body, correlation_id)
     X = columns_to_matrix(body["features"], model.feature_names, model.feature_index)
     return PreparedPredict(model, X, cid, started)
 

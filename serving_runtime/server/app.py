@@ -155,8 +155,9 @@ def _endpoint(route: Route, target: HotHandlers | ControlHandlers, max_body: int
                                       max_body)
 
             handler = getattr(target, name)
-            return to_response(await handler(read, request.headers.get("x-correlation-id"),
-                                             **params))
+            return to_response(await handler(
+                read, request.headers.get("x-correlation-id"),
+                pin=request.headers.get(schemas.MODEL_VERSION_HEADER), **params))
     else:
         async def endpoint(request: Request, **params: str) -> Response:
             return to_response(await getattr(target, name)(request_cid(request), **params))
@@ -265,7 +266,7 @@ class InferenceThreads:
 
 def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
               broadcast: ReloadBroadcast | None, tasks: BackgroundTasks,
-              threads: InferenceThreads) -> Callable[[FastAPI], Any]:
+              threads: InferenceThreads, hot: HotHandlers) -> Callable[[FastAPI], Any]:
     async def load_models() -> None:
         await registry.load_expected()
         # Only start-up counts: a failed hot reload keeps the old version serving.
@@ -293,6 +294,9 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
             tasks.spawn(broadcast.watch(registry.reload))
         yield
         tasks.cancel_all()
+        dropped = hot.shadow.close()  # shadow rows still queued are comparisons, not answers
+        if dropped:
+            log.info("shadow rows dropped at shutdown", extra={"rows": dropped})
 
     return lifespan
 
@@ -311,15 +315,15 @@ def create_app(settings: Settings | None = None,
     broadcast = ReloadBroadcast.from_env()
     tasks = BackgroundTasks()
     threads = InferenceThreads(settings.inference_threads)
+    hot = HotHandlers(registry, metrics, threads.run)
 
     app = FastAPI(
         title="N1V1 model serving runtime",
         version=__version__,
         description="Predictions from scikit-learn, XGBoost and LightGBM models: the native API "
         "(/predict, /predict/batch) and the Open Inference Protocol v2 (/v2/...).",
-        lifespan=_lifespan(settings, lifecycle, registry, broadcast, tasks, threads),
+        lifespan=_lifespan(settings, lifecycle, registry, broadcast, tasks, threads, hot),
     )
-    hot = HotHandlers(registry, metrics, threads.run)
     control = ControlHandlers(registry, metrics, hot, lifecycle, broadcast, tasks.spawn)
     app.state.settings = settings
     app.state.registry = registry

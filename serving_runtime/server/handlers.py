@@ -21,10 +21,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from serving_runtime.errors import ModelNotFoundError, ServingError, encodable
+from serving_runtime.errors import (
+    ModelNotFoundError,
+    ServingError,
+    VersionNotFoundError,
+    encodable,
+)
 from serving_runtime.models.folder import LoadedModel
 from serving_runtime.models.inference import (
+    PreparedGroup,
     accepted_correlation_id,
+    body_correlation_id,
     infer_v2,
     model_name_of,
     new_correlation_id,
@@ -38,6 +45,7 @@ from serving_runtime.models.inference import (
 from serving_runtime.server.logs import correlation_id_var
 from serving_runtime.server.metrics import UNKNOWN_MODEL, RuntimeMetrics
 from serving_runtime.server.registry import ModelRegistry
+from serving_runtime.server.rollout import Challenger, ShadowQueue
 
 log = logging.getLogger("serving_runtime.server.app")
 
@@ -88,10 +96,16 @@ Outcome = tuple[Any, str, Iterable[tuple[str, int]]]
 
 class HotHandlers:
     def __init__(self, registry: ModelRegistry, metrics: RuntimeMetrics,
-                 offload: Offload) -> None:
+                 offload: Offload, shadow: ShadowQueue | None = None) -> None:
         self.registry = registry
         self.metrics = metrics
         self.offload = offload
+        #: the registry's challengers (docs/rollouts.md); empty: every request takes the
+        #: plain path below, one falsy test away from the code without rollouts
+        self.challengers = registry.challengers
+        self.shadow = shadow or ShadowQueue(
+            registry.settings.shadow_queue_rows, metrics.shadow_evaluated,
+            metrics.shadow_dropped, metrics.shadow_failed)
 
     # --- errors ------------------------------------------------------------------------
 
@@ -148,60 +162,222 @@ class HotHandlers:
 
     # --- native API --------------------------------------------------------------------
 
-    async def predict(self, read: BodyReader, header_cid: str | None) -> Reply:
+    async def predict(self, read: BodyReader, header_cid: str | None,
+                      pin: str | None = None) -> Reply:
         req = _Request(accepted_correlation_id(header_cid))
-        return await self._serve(req, self._predict(req, read),
+        return await self._serve(req, self._predict(req, read, pin),
                                  "prediction with model {model}")
 
-    async def _predict(self, req: _Request, read: BodyReader) -> Outcome:
+    async def _predict(self, req: _Request, read: BodyReader, pin: str | None) -> Outcome:
         req.body = body = parse_json(await read())
         model = self.registry.get(model_name_of(body))
         req.model = model.name
-        prepared = prepare_predict(model, body, correlation_id=req.cid)
+        if self.challengers or pin is not None:
+            return await self._predict_versions(req, body, model, pin)
+        out, _ = await self._run_predict(model, body, req.cid)
+        return out, out["correlation_id"], ((model.name, 1),)
+
+    async def _run_predict(self, model: LoadedModel, body: Any,
+                           cid: str | None) -> tuple[dict[str, Any], Any]:
+        prepared = prepare_predict(model, body, correlation_id=cid)
         if prepared.n_rows >= OFFLOAD_MIN_ROWS:
             out = await self.offload(run_predict, prepared)
         else:
             out = run_predict(prepared)
-        return out, out["correlation_id"], ((model.name, 1),)
+        return out, prepared.X
 
-    async def predict_batch(self, read: BodyReader, header_cid: str | None) -> Reply:
+    async def predict_batch(self, read: BodyReader, header_cid: str | None,
+                            pin: str | None = None) -> Reply:
         req = _Request(accepted_correlation_id(header_cid) or new_correlation_id())
-        return await self._serve(req, self._predict_batch(req, read), "batch prediction")
+        return await self._serve(req, self._predict_batch(req, read, pin), "batch prediction")
 
-    async def _predict_batch(self, req: _Request, read: BodyReader) -> Outcome:
+    async def _predict_batch(self, req: _Request, read: BodyReader, pin: str | None) -> Outcome:
         cid = req.cid
         assert cid is not None  # set before the body is read
         body = parse_json(await read())
-        groups, batch_size = prepare_batch(self.registry.get, body, correlation_id=cid)
-        if sum(g.n_rows for g in groups) >= OFFLOAD_MIN_ROWS:
-            outs = await self.offload(run_batch, groups, batch_size)
+        if self.challengers or pin is not None:
+            groups, outs = await self._batch_versions(body, cid, pin)
         else:
-            outs = run_batch(groups, batch_size)
+            groups, outs = await self._run_batch(self.registry.get, body, cid)
         answered: Counter[str] = Counter()
         for g in groups:
             answered[g.model.name] += g.n_requests
         return outs, cid, answered.items()
+
+    async def _run_batch(self, get_model: Callable[[str], LoadedModel], body: Any,
+                         cid: str) -> tuple[list[PreparedGroup], list[dict[str, Any]]]:
+        groups, batch_size = prepare_batch(get_model, body, correlation_id=cid)
+        if sum(g.n_rows for g in groups) >= OFFLOAD_MIN_ROWS:
+            outs = await self.offload(run_batch, groups, batch_size)
+        else:
+            outs = run_batch(groups, batch_size)
+        return groups, outs
 
     # --- Open Inference Protocol v2 ----------------------------------------------------
 
     def v2_model(self, name: str, version: str | None) -> LoadedModel:
         model = self.registry.get(name)
         if version is not None and version != model.version:
+            ch = self.challengers.get(name)
+            if ch is not None and ch.model is not None and ch.version == version:
+                return ch.model
             raise ModelNotFoundError(f"{name} version {version}")
         return model
 
     async def v2_infer(self, read: BodyReader, header_cid: str | None, name: str,
-                       version: str | None = None) -> Reply:
+                       version: str | None = None, pin: str | None = None) -> Reply:
         req = _Request(accepted_correlation_id(header_cid))
-        return await self._serve(req, self._v2_infer(req, read, name, version),
+        return await self._serve(req, self._v2_infer(req, read, name, version or pin),
                                  "v2 inference with {model}", v2=True)
 
     async def _v2_infer(self, req: _Request, read: BodyReader, name: str,
                         version: str | None) -> Outcome:
         model = self.v2_model(name, version)
         req.model = model.name
-        out = infer_v2(model, parse_json(await read()), request_id=req.cid)
+        body = parse_json(await read())
+        ch = self.challengers.get(model.name) if self.challengers else None
+        if ch is not None and version is None and ch.mode == "canary":
+            rid = body.get("id") if type(body) is dict else None
+            key = req.cid or (rid if type(rid) is str else new_correlation_id())
+            canary = ch.model
+            if canary is not None and ch.takes(key):
+                out = await self._canary(
+                    ch, canary, model, lambda m: infer_v2(m, body, request_id=req.cid))
+            else:
+                started = time.perf_counter()
+                out = infer_v2(model, body, request_id=req.cid)
+                self._count_version(model, "champion", "success", time.perf_counter() - started)
+        else:
+            out = infer_v2(model, body, request_id=req.cid)
         # the V2 id is free text: in the header only if it also follows the id rule
         rid = out["id"]
         cid = req.cid or (rid if valid_correlation_id(rid) else new_correlation_id())
         return out, cid, ((model.name, 1),)
+
+    # --- champion and challenger (server/rollout.py, docs/rollouts.md) ------------------
+
+    def _pick(self, champion: LoadedModel, ch: Challenger | None, key: str,
+              pin: str | None) -> LoadedModel:
+        """The version that answers: the pinned one, else the canary for its share of keys,
+        else the champion."""
+        if pin is not None:
+            if pin == champion.version:
+                return champion
+            if ch is not None and ch.model is not None and pin == ch.version:
+                return ch.model
+            serving = f"{champion.version} (champion)"
+            if ch is not None and ch.model is not None:
+                serving += f", {ch.version} ({ch.mode})"
+            raise VersionNotFoundError(champion.name, pin, serving)
+        if ch is not None and ch.mode == "canary":
+            canary = ch.model
+            if canary is not None and ch.takes(key):
+                return canary
+        return champion
+
+    async def _predict_versions(self, req: _Request, body: Any, champion: LoadedModel,
+                                pin: str | None) -> Outcome:
+        ch = self.challengers.get(champion.name)
+        key = body_correlation_id(body, req.cid) if type(body) is dict else req.cid
+        key = key or new_correlation_id()
+        target = self._pick(champion, ch, key, pin)
+        if ch is None or (pin is not None and target is not champion):
+            # no challenger, or a version asked for by name: its own answer, errors included
+            out, _ = await self._run_predict(target, body, key)
+        elif target is champion:
+            started = time.perf_counter()
+            out, X = await self._run_predict(champion, body, key)
+            if ch.mode == "canary":
+                self._count_version(champion, "champion", "success",
+                                    time.perf_counter() - started)
+            elif pin is None and ch.model is not None:
+                self.shadow.offer(ch, champion, X)  # after the answer is built, never awaited
+        else:
+            out, _ = await self._canary(
+                ch, target, champion, lambda m: self._run_predict(m, body, key))
+        return out, out["correlation_id"], ((champion.name, 1),)
+
+    async def _canary(self, ch: Challenger, canary: LoadedModel, champion: LoadedModel,
+                      attempt: Callable[[LoadedModel], Any]) -> Any:
+        """`attempt(canary)`; if the canary fails, `attempt(champion)` answers and the
+        failure counts against the canary. If the champion fails too, the request itself
+        was at fault: its error goes back and the canary is not charged."""
+        started = time.perf_counter()
+        try:
+            result = attempt(canary)
+            if isinstance(result, Awaitable):
+                result = await result
+        except Exception as exc:
+            failure: Exception = exc
+        else:
+            self._canary_answered(ch, canary, True, time.perf_counter() - started)
+            return result
+        started = time.perf_counter()
+        result = attempt(champion)
+        if isinstance(result, Awaitable):
+            result = await result
+        self._count_version(champion, "champion", "success", time.perf_counter() - started)
+        status = (failure.status_code if isinstance(failure, ServingError) else 500)
+        self._canary_answered(ch, canary, False, 0.0, status)
+        log.warning("canary failed a request the champion answered", extra={
+            "model_name": champion.name, "version": canary.version,
+            "error": encodable(getattr(failure, "message", None) or repr(failure))[:300]})
+        return result
+
+    def _canary_answered(self, ch: Challenger, canary: LoadedModel, ok: bool, seconds: float,
+                         status: int = 200) -> None:
+        if ok:
+            self._count_version(canary, "canary", "success", seconds)
+        else:
+            self._count_version(canary, "canary",
+                                "client_error" if status < 500 else "server_error", None)
+        kind = ch.observe(ok, seconds)
+        if kind is not None:
+            self.registry.challenger_rolled_back(ch, kind)
+
+    def _count_version(self, model: LoadedModel, role: str, status: str,
+                       seconds: float | None, n: int = 1) -> None:
+        m = self.metrics
+        m.rollout_requests.labels(model.name, model.version, role, status).inc(n)
+        if seconds is not None:
+            m.rollout_latency.labels(model.name, model.version, role).observe(seconds)
+
+    async def _batch_versions(self, body: Any, cid: str, pin: str | None
+                              ) -> tuple[list[PreparedGroup], list[dict[str, Any]]]:
+        """A batch of models with challengers: each model's requests go to one version,
+        picked by the batch's correlation id (or the pin); a canary that fails the batch
+        hands it to the champions."""
+        chosen: dict[str, tuple[Challenger, LoadedModel]] = {}
+
+        def pick(name: str) -> LoadedModel:
+            champion = self.registry.get(name)
+            ch = self.challengers.get(name)
+            target = self._pick(champion, ch, cid, pin)
+            if ch is not None and target is not champion and pin is None:
+                chosen[name] = (ch, target)
+            return target
+
+        started = time.perf_counter()
+        try:
+            groups, outs = await self._run_batch(pick, body, cid)
+        except Exception as exc:
+            if not chosen:
+                raise
+            groups, outs = await self._run_batch(self.registry.get, body, cid)
+            status = exc.status_code if isinstance(exc, ServingError) else 500
+            for ch, canary in chosen.values():
+                self._canary_answered(ch, canary, False, 0.0, status)
+        else:
+            for ch, canary in chosen.values():
+                self._canary_answered(ch, canary, True, time.perf_counter() - started)
+        if pin is None:
+            for g in groups:
+                other = self.challengers.get(g.model.name)
+                if other is None:
+                    continue
+                if other.mode == "shadow" and other.model is not None:
+                    self.shadow.offer(other, g.model, g.X)
+                elif other.mode == "canary" and g.model.name not in chosen:
+                    self._count_version(g.model, "champion", "success",
+                                        time.perf_counter() - started, g.n_requests)
+        return groups, outs

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving_runtime.models.inference import accepted_correlation_id, new_correlation_id
+from serving_runtime.schemas import MODEL_VERSION_HEADER
 from serving_runtime.server.http_body import is_v2_path, read_asgi_body, send_json
 from serving_runtime.server.lifecycle import LIFECYCLE
 from serving_runtime.server.routes import match_hot
@@ -46,6 +47,7 @@ _PROBES_LATE = 3
 _RETRY_AFTER = [(b"retry-after", b"1")]
 _CLOSE = (b"connection", b"close")
 _CLOSE_HEADERS = [_CLOSE]
+_PIN_HEADER = MODEL_VERSION_HEADER.lower().encode()
 _DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
@@ -96,12 +98,14 @@ class HotPathApp:
                 route, params = hot_route
                 if self._probe is None:
                     self._probe = asyncio.ensure_future(self._watch_loop())
-                cid = declared = None
+                cid = declared = pin = None
                 for key, value in scope["headers"]:
                     if key == b"x-correlation-id" and cid is None:  # first, as Starlette
                         cid = value.decode("latin-1")
                     elif key == b"content-length":
                         declared = value
+                    elif key == _PIN_HEADER and pin is None:
+                        pin = value.decode("latin-1")
                 self._arrivals += 1
                 # a late loop alone may be a model (re)load or another process; a late loop
                 # with requests piling in is overload
@@ -114,7 +118,7 @@ class HotPathApp:
                 def read() -> Awaitable[bytes]:
                     return read_asgi_body(receive, declared, max_body)
 
-                reply = await getattr(self.hot, route.handler)(read, cid, **params)
+                reply = await getattr(self.hot, route.handler)(read, cid, pin=pin, **params)
                 # draining is read when answering: requests in flight at the SIGTERM close too
                 await send_json(send, reply.content, reply.status, reply.correlation_id,
                                 _CLOSE_HEADERS if self.lifecycle.draining else None)

@@ -8,8 +8,9 @@ a scrape of any worker sees the sum over all of them.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -26,6 +27,9 @@ LATENCY_BUCKETS = (
     0.5, 1.0, 2.5,
 )
 UNKNOWN_MODEL = "unknown"
+log = logging.getLogger("serving_runtime.server.metrics")
+# |Δ| of a shadow's answer from the champion's: a probability or a regression output.
+DELTA_BUCKETS = (1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 class ModelCounters(NamedTuple):
@@ -87,6 +91,47 @@ class RuntimeMetrics:
             "check failed: see the logs)", ["model_name"],
             registry=reg, multiprocess_mode="livemax",
         )
+        # --- a model's challenger (server/rollout.py; docs/rollouts.md) ---
+        self.rollout_requests = Counter(
+            "rollout_requests_total", "Answers of a model with a canary, by version and role "
+            "(champion | canary); a canary failure the champion then answered counts once "
+            "for each", ["model_name", "version", "role", "status"], registry=reg,
+        )
+        self.rollout_latency = Histogram(
+            "rollout_latency_seconds", "Time to answer, by the version that answered (models "
+            "with a canary)", ["model_name", "version", "role"], buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.challenger_serving = Gauge(
+            "rollout_challenger_serving", "1 while the model's challenger serves (canary) or "
+            "is evaluated (shadow); 0 once it failed to load or was rolled back",
+            ["model_name", "version", "mode"], registry=reg, multiprocess_mode="livemax",
+        )
+        self.rollbacks = Counter(
+            "rollout_rollbacks_total", "Challengers the runtime stopped using, by reason "
+            "(load_failed | error_rate | latency)", ["model_name", "version", "reason"],
+            registry=reg,
+        )
+        self.shadow_rows = Counter(
+            "shadow_rows_total", "Rows queued for the shadow, by result (evaluated | dropped: "
+            "the queue was full or the shadow went away | failed: the shadow raised)",
+            ["model_name", "result"], registry=reg,
+        )
+        self.shadow_disagreements = Counter(
+            "shadow_disagreements_total", "Evaluated rows where the shadow's answer differs "
+            "(classifiers: another label; regressors: beyond a 1e-6 relative tolerance)",
+            ["model_name"], registry=reg,
+        )
+        self.shadow_delta = Histogram(
+            "shadow_delta", "Per row: the largest |Δ probability| of one class (classifiers) "
+            "or |Δ prediction| (regressors) between shadow and champion", ["model_name"],
+            buckets=DELTA_BUCKETS, registry=reg,
+        )
+        self.shadow_predict = Histogram(
+            "shadow_predict_seconds", "One shadow batch's model call, per version (role "
+            "champion | shadow) on the same rows", ["model_name", "role"],
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )
         self._children: dict[str, ModelCounters] = {}
 
     def for_model(self, name: str) -> ModelCounters:
@@ -109,6 +154,28 @@ class RuntimeMetrics:
             else:
                 self.loaded.remove(name, old_version)
         self.loaded.labels(name, new_version).set(1)
+
+    # --- the shadow worker's reports (server/rollout.py, ShadowQueue; from its thread) ---
+
+    def shadow_evaluated(self, challenger: Any, champion: Any, rows: int, disagree: int,
+                         delta: Any, champion_s: float, shadow_s: float) -> None:
+        name = champion.name
+        self.shadow_rows.labels(name, "evaluated").inc(rows)
+        self.shadow_disagreements.labels(name).inc(disagree)
+        if delta is not None:
+            hist = self.shadow_delta.labels(name)
+            for d in delta.tolist():
+                hist.observe(d)
+        self.shadow_predict.labels(name, "champion").observe(champion_s)
+        self.shadow_predict.labels(name, "shadow").observe(shadow_s)
+
+    def shadow_dropped(self, name: str, rows: int) -> None:
+        self.shadow_rows.labels(name, "dropped").inc(rows)
+
+    def shadow_failed(self, name: str, rows: int, exc: BaseException) -> None:
+        self.shadow_rows.labels(name, "failed").inc(rows)
+        log.warning("shadow evaluation failed", extra={
+            "model_name": name, "rows": rows, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

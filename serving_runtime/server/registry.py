@@ -22,6 +22,7 @@ from serving_runtime.errors import ModelLoadError, ModelNotFoundError, ModelNotR
 from serving_runtime.models.folder import LoadedModel, load_model
 from serving_runtime.models.folder_format import (
     METADATA_FILE,
+    challenger_folder,
     is_valid_model_name,
     model_name_problem,
     validate_model_name,
@@ -30,6 +31,7 @@ from serving_runtime.models.runtimes.native_errors import clean_native_error
 from serving_runtime.schemas import health_document
 from serving_runtime.server.heap import settle_after_load
 from serving_runtime.server.metrics import RuntimeMetrics
+from serving_runtime.server.rollout import FAILED, ROLLED_BACK, Challenger, compatibility_problem
 from serving_runtime.server.settings import Settings
 
 log = logging.getLogger("serving_runtime.server.registry")
@@ -70,6 +72,9 @@ class ModelRegistry:
         #: folders of MODELS_DIR that discovery could not serve: {"name", "reason"}
         self.ignored: list[dict[str, str]] = []
         self._locks: dict[str, asyncio.Lock] = {}
+        #: each model's challenger (CHALLENGERS); empty for nearly every runtime
+        self.challengers: dict[str, Challenger] = {
+            name: Challenger(name, conf) for name, conf in settings.challenger_configs.items()}
 
     # --- lookups (hot path) ------------------------------------------------------------
 
@@ -129,6 +134,8 @@ class ModelRegistry:
             self.states.setdefault(name, ModelState(name))
         for name in self.expected:
             await self.reload(name, settle=False)
+        for name in self.challengers:  # before ready: the split holds from the first request
+            await self.load_challenger(name)
         settle_after_load()  # once for all models (serving_runtime/server/heap.py)
         self.startup_done = True
         log.info("startup loading finished", extra={
@@ -182,9 +189,46 @@ class ModelRegistry:
                 "gc_settle_ms": round(gc_s * 1000, 1)})
             return True
 
+    async def load_challenger(self, name: str) -> bool:
+        """Load model `name`'s challenger from its folder and check that it can answer the
+        champion's requests; a failure leaves the champion alone, reported in /health."""
+        ch = self.challengers[name]
+        champion = self.models.get(name)
+        try:
+            if champion is None:
+                raise ModelLoadError("the champion is not loaded, so nothing to compare with")
+            model = await anyio.to_thread.run_sync(
+                self._load_folder, challenger_folder(self.settings.models_dir, name))
+            problem = compatibility_problem(champion, model)
+            if problem is not None:
+                raise ModelLoadError(f"version {model.version} cannot stand in for the "
+                                     f"champion {champion.version}: {problem}")
+        except Exception as exc:
+            msg = load_error_text(exc)
+            ch.failed(msg)
+            self.metrics.rollbacks.labels(name, "unknown", "load_failed").inc()
+            log.error("challenger load failed", extra={
+                "model_name": name, "mode": ch.mode, "error": msg})
+            return False
+        ch.loaded(model)
+        self.metrics.challenger_serving.labels(name, model.version, ch.mode).set(1)
+        log.info("challenger loaded", extra={
+            "model_name": name, "mode": ch.mode, "version": model.version,
+            "champion_version": champion.version, "weight": ch.config.weight,
+            "fast_path": model.fast_path.state if model.fast_path is not None else None})
+        return True
+
+    def challenger_rolled_back(self, ch: Challenger, kind: str) -> None:
+        """Metrics of a rollback the limits decided (the challenger already stopped)."""
+        self.metrics.rollbacks.labels(ch.name, ch.version or "unknown", kind).inc()
+        self.metrics.challenger_serving.labels(ch.name, ch.version or "unknown", ch.mode).set(0)
+
     def _load(self, name: str) -> LoadedModel:
+        return self._load_folder(self.folder_of(name))
+
+    def _load_folder(self, folder: Path) -> LoadedModel:
         return load_model(
-            self.folder_of(name),
+            folder,
             allow_unsafe=self.settings.allow_unsafe_loading,
             threads=self.settings.inference_threads,
             fast_path=self.settings.fast_path,
@@ -233,10 +277,18 @@ class ModelRegistry:
                 reasons.append(f"model {name}: load failed ({st.error})")
             elif served is None and self.startup_done and name in self.expected:
                 reasons.append(f"model {name}: not loaded")
-            models.append({
+            entry: dict[str, Any] = {
                 "name": name, "state": st.state,
                 "version": served.version if served else None, "error": st.error,
-            })
+            }
+            ch = self.challengers.get(name)
+            if ch is not None:
+                entry["challenger"] = ch.status()
+                if ch.state in (FAILED, ROLLED_BACK):
+                    what = "failed to load" if ch.state == FAILED else "rolled back"
+                    reasons.append(f"model {name}: {ch.mode} {ch.version or ''} {what} "
+                                   f"({ch.reason}); the champion answers".replace("  ", " "))
+            models.append(entry)
         doc = health_document(self.ready(), self.models, models, reasons)
         # reported, not a reason: the expected models decide readiness and status
         doc["ignored"] = list(self.ignored)

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving_runtime.models.trees.accelerate import CHECK_ROWS
+from serving_runtime.server.rollout import ChallengerConfig, parse_challengers
 
 
 def available_cpus() -> int:
@@ -97,6 +98,28 @@ class Settings(BaseSettings):
         default=Path("/dev/termination-log"),
         description="Kubernetes termination-message file written before that exit",
     )
+
+    challengers: str = Field(
+        default="",
+        description='each model\'s challenger, JSON: {"<model>": {"mode": "canary"|"shadow", '
+        '"weight": <percent>, "max_error_rate_percent", "max_latency_p95_ms", '
+        '"min_requests"}}; its folder is MODELS_DIR/.challengers/<model> (docs/rollouts.md)',
+    )
+    shadow_queue_rows: int = Field(
+        default=4096, ge=1,
+        description="rows waiting for shadow evaluation per worker process; beyond it a "
+        "request's rows are dropped (shadow_rows_total{result=\"dropped\"}), never waited for",
+    )
+
+    @field_validator("challengers")
+    @classmethod
+    def _parsable_challengers(cls, v: str) -> str:
+        parse_challengers(v)  # ValueError names the problem; the process exits 2
+        return v
+
+    @property
+    def challenger_configs(self) -> dict[str, ChallengerConfig]:
+        return parse_challengers(self.challengers)
 
     @field_validator("log_level")
     @classmethod

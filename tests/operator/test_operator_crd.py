@@ -39,7 +39,8 @@ def test_names_match_the_shared_contract():
 def test_every_crd_default_is_the_typed_default():
     # Optional objects are given (with only their required keys) so their defaults count.
     minimal = {"model": {"framework": "sklearn", "version": "1", "uri": "https://h/m",
-                         "caBundle": {"configMap": "ca"}}}
+                         "caBundle": {"configMap": "ca"}},
+               "canary": {"version": "2", "uri": "https://h/m2", "weight": 5}}
     parsed = parse_spec(minimal).model_dump(by_alias=True)
     defaults = _defaults(SCHEMA["properties"]["spec"])
     assert len(defaults) >= 12

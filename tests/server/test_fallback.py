@@ -154,8 +154,10 @@ def served(tmp_path: Path) -> tuple[Any, list[tuple[str, tuple[Any, ...]]]]:
         real = getattr(hot, name)
 
         async def call(*args: Any, **params: Any) -> Any:
-            # (header correlation id, [path parameters: model name, version])
-            calls.append((name, args[1:] + tuple(params.values())))
+            # (header correlation id, [path parameters: model name, version]); the
+            # X-Model-Version pin is passed to every hot handler (None without the header)
+            assert "pin" in params
+            calls.append((name, args[1:] + tuple(v for k, v in params.items() if k != "pin")))
             return await real(*args, **params)
         return call
 
