@@ -281,9 +281,14 @@ class HotHandlers:
         key = body_correlation_id(body, req.cid) if type(body) is dict else req.cid
         key = key or new_correlation_id()
         target = self._pick(champion, ch, key, pin)
-        if ch is None or (pin is not None and target is not champion):
-            # no challenger, or a version asked for by name: its own answer, errors included
+        if ch is None:
             out, _ = await self._run_predict(target, body, key)
+        elif pin is not None and target is not champion:
+            # the challenger asked for by name: its own answer, errors included; counted
+            # as its answer, but not toward its limits (testers' requests)
+            started = time.perf_counter()
+            out, _ = await self._run_predict(target, body, key)
+            self._count_version(target, ch.mode, "success", time.perf_counter() - started)
         elif target is champion:
             started = time.perf_counter()
             out, X = await self._run_predict(champion, body, key)
