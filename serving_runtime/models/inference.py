@@ -208,6 +208,24 @@ def run_predict(prepared: PreparedPredict) -> dict[str, Any]:
     """Predict a prepared request; the response dict of /predict."""
     model = prepared.model
     labels, proba = model.predict(prepared.X)
+    return answer(prepared, labels, proba)
+
+
+def run_predict_keeping_outputs(
+    prepared: PreparedPredict,
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray | None], float]:
+    """run_predict, also returning the raw outputs and the model call's seconds (a shadow
+    compares its own outputs with these instead of predicting the champion again)."""
+    t0 = time.perf_counter()
+    labels, proba = prepared.model.predict(prepared.X)
+    seconds = time.perf_counter() - t0
+    return answer(prepared, labels, proba), (labels, proba), seconds
+
+
+def answer(prepared: PreparedPredict, labels: np.ndarray,
+           proba: np.ndarray | None) -> dict[str, Any]:
+    """The /predict response dict of a prepared request's outputs."""
+    model = prepared.model
     out = format_outputs(model, labels, proba)
     out["correlation_id"] = prepared.correlation_id
     out["model_version"] = model.version

@@ -40,6 +40,7 @@ from serving_runtime.models.inference import (
     prepare_predict,
     run_batch,
     run_predict,
+    run_predict_keeping_outputs,
     valid_correlation_id,
 )
 from serving_runtime.server.logs import correlation_id_var
@@ -289,14 +290,20 @@ class HotHandlers:
             started = time.perf_counter()
             out, _ = await self._run_predict(target, body, key)
             self._count_version(target, ch.mode, "success", time.perf_counter() - started)
+        elif target is champion and ch.mode == "shadow" and pin is None and ch.model is not None:
+            prepared = prepare_predict(champion, body, correlation_id=key)
+            if prepared.n_rows >= OFFLOAD_MIN_ROWS:
+                out, outputs, seconds = await self.offload(run_predict_keeping_outputs, prepared)
+            else:
+                out, outputs, seconds = run_predict_keeping_outputs(prepared)
+            # the answer is built; the shadow compares with these outputs later, never awaited
+            self.shadow.offer(ch, champion, prepared.X, outputs, seconds)
         elif target is champion:
             started = time.perf_counter()
-            out, X = await self._run_predict(champion, body, key)
+            out, _ = await self._run_predict(champion, body, key)
             if ch.mode == "canary":
                 self._count_version(champion, "champion", "success",
                                     time.perf_counter() - started)
-            elif pin is None and ch.model is not None:
-                self.shadow.offer(ch, champion, X)  # after the answer is built, never awaited
         else:
             out, _ = await self._canary(
                 ch, target, champion, lambda m: self._run_predict(m, body, key))

@@ -197,8 +197,11 @@ class ModelRegistry:
         try:
             if champion is None:
                 raise ModelLoadError("the champion is not loaded, so nothing to compare with")
+            # A shadow runs beside the answers on one thread: a framework's thread pool
+            # (OpenMP spinning after each call) would take the cores the answers need.
+            threads = 1 if ch.mode == "shadow" else self.settings.inference_threads
             model = await anyio.to_thread.run_sync(
-                self._load_folder, challenger_folder(self.settings.models_dir, name))
+                self._load_folder, challenger_folder(self.settings.models_dir, name), threads)
             problem = compatibility_problem(champion, model)
             if problem is not None:
                 raise ModelLoadError(f"version {model.version} cannot stand in for the "
@@ -226,11 +229,11 @@ class ModelRegistry:
     def _load(self, name: str) -> LoadedModel:
         return self._load_folder(self.folder_of(name))
 
-    def _load_folder(self, folder: Path) -> LoadedModel:
+    def _load_folder(self, folder: Path, threads: int | None = None) -> LoadedModel:
         return load_model(
             folder,
             allow_unsafe=self.settings.allow_unsafe_loading,
-            threads=self.settings.inference_threads,
+            threads=threads or self.settings.inference_threads,
             fast_path=self.settings.fast_path,
             fast_path_check_rows=self.settings.fast_path_check_rows,
             max_artifact_bytes=self.settings.max_artifact_bytes,

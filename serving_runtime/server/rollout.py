@@ -44,8 +44,9 @@ SPLIT_BUCKETS = 10_000
 LATENCY_WINDOW = 1000
 #: limits are re-checked every this many challenger answers (a p95 sorts the window)
 CHECK_EVERY = 20
-#: rows the shadow worker evaluates in one model call
+#: rows the shadow worker evaluates in one model call, and how long it lets them gather
 SHADOW_BATCH_ROWS = 256
+SHADOW_COLLECT_SECONDS = 0.02
 #: regression outputs that differ by more than this (relative to max(1, |champion|))
 #: count as a disagreement; float noise between two builds of the same model does not
 REGRESSION_TOLERANCE = 1e-6
@@ -254,11 +255,17 @@ def compare_outputs(
     return disagree, np.abs(proba_a - proba_b).max(axis=1)
 
 
-#: (challenger, champion, rows): one request's rows waiting for the shadow
-ShadowItem = tuple[Challenger, LoadedModel, np.ndarray]
+#: one request's rows waiting for the shadow: (challenger, champion, rows, the champion's
+#: outputs on them and its model call's seconds — or None: predict the champion again)
+ShadowItem = tuple[Challenger, LoadedModel, np.ndarray,
+                   tuple[np.ndarray, np.ndarray | None] | None, float]
 #: what the worker reports per evaluated batch: (challenger, champion, rows, disagreements,
-#: deltas, champion seconds, shadow seconds) — or rows that failed, with the error
+#: deltas, champion seconds, shadow seconds)
 Report = Callable[..., None]
+
+
+def _stack(parts: list[Any]) -> Any:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class ShadowQueue:
@@ -266,13 +273,16 @@ class ShadowQueue:
 
     `offer` is called on the event loop after the answer is built: it appends or, when
     `capacity_rows` are already waiting, drops the rows (counted); it never blocks. The
-    worker drains up to SHADOW_BATCH_ROWS rows per model call, so under load the shadow's
-    cost per row falls instead of its queue growing.
+    worker wakes at most every SHADOW_COLLECT_SECONDS and evaluates what gathered in model
+    calls of up to SHADOW_BATCH_ROWS rows: a thread woken per request costs the answers
+    more (GIL hand-overs, per-call overhead) than the shadow's trees do.
     """
 
     def __init__(self, capacity_rows: int, on_batch: Report, on_drop: Callable[[str, int], None],
-                 on_failure: Callable[[str, int, BaseException], None]) -> None:
+                 on_failure: Callable[[str, int, BaseException], None], *,
+                 collect_seconds: float = SHADOW_COLLECT_SECONDS) -> None:
         self.capacity_rows = capacity_rows
+        self.collect_seconds = collect_seconds
         self._on_batch, self._on_drop, self._on_failure = on_batch, on_drop, on_failure
         self._items: deque[ShadowItem] = deque()
         self._rows = 0
@@ -282,21 +292,22 @@ class ShadowQueue:
         self._busy = False
         self._thread: threading.Thread | None = None
 
-    def offer(self, challenger: Challenger, champion: LoadedModel, X: np.ndarray) -> bool:
+    def offer(self, challenger: Challenger, champion: LoadedModel, X: np.ndarray,
+              outputs: tuple[np.ndarray, np.ndarray | None] | None = None,
+              champion_seconds: float = 0.0) -> bool:
         n = X.shape[0]
         with self._lock:
-            if self._rows + n > self.capacity_rows:
-                full = True
-            else:
-                full = False
-                self._items.append((challenger, champion, X))
+            full = self._rows + n > self.capacity_rows
+            if not full:
+                self._items.append((challenger, champion, X, outputs, champion_seconds))
                 self._rows += n
         if full:
             self._on_drop(challenger.name, n)
             return False
         if self._thread is None:
             self._start()
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return True
 
     def _start(self) -> None:
@@ -313,7 +324,8 @@ class ShadowQueue:
             first = self._items.popleft()
             batch, rows = [first], first[2].shape[0]
             while (self._items and rows < SHADOW_BATCH_ROWS
-                   and self._items[0][0] is first[0] and self._items[0][1] is first[1]):
+                   and self._items[0][0] is first[0] and self._items[0][1] is first[1]
+                   and (self._items[0][3] is None) == (first[3] is None)):
                 item = self._items.popleft()
                 batch.append(item)
                 rows += item[2].shape[0]
@@ -324,6 +336,7 @@ class ShadowQueue:
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait()
+            time.sleep(self.collect_seconds)  # let a batch gather
             self._wake.clear()
             while not self._stop:
                 batch = self._take()
@@ -336,27 +349,34 @@ class ShadowQueue:
                         self._busy = False
 
     def _evaluate(self, batch: list[ShadowItem]) -> None:
-        challenger, champion, _ = batch[0]
-        X = batch[0][2] if len(batch) == 1 else np.vstack([item[2] for item in batch])
+        challenger, champion = batch[0][0], batch[0][1]
+        X = _stack([item[2] for item in batch])
         model = challenger.model
         if model is None:  # rolled back while its rows waited
             self._on_drop(challenger.name, X.shape[0])
             return
         try:
-            t0 = time.perf_counter()
-            ours = champion.predict(X)
-            t1 = time.perf_counter()
+            if batch[0][3] is None:
+                t0 = time.perf_counter()
+                ours = champion.predict(X)
+                champion_s = time.perf_counter() - t0
+            else:
+                probas = [item[3][1] for item in batch if item[3] is not None]
+                ours = (_stack([item[3][0] for item in batch if item[3] is not None]),
+                        _stack(probas) if all(p is not None for p in probas) else None)
+                champion_s = sum(item[4] for item in batch)
             # the rows are in the champion's feature order; the challenger may order them otherwise
             if model.feature_names != champion.feature_names:
                 X = X[:, [champion.feature_index[f] for f in model.feature_names]]
+            t1 = time.perf_counter()
             theirs = model.predict(X)
-            t2 = time.perf_counter()
+            shadow_s = time.perf_counter() - t1
             disagree, delta = compare_outputs(champion.task, ours, theirs,
                                               model.classes == champion.classes)
         except Exception as exc:  # a shadow's failure never reaches a caller
             self._on_failure(challenger.name, X.shape[0], exc)
             return
-        self._on_batch(challenger, champion, X.shape[0], disagree, delta, t1 - t0, t2 - t1)
+        self._on_batch(challenger, champion, X.shape[0], disagree, delta, champion_s, shadow_s)
 
     def idle(self) -> bool:
         """Nothing waiting and nothing being evaluated (tests and shutdown)."""
