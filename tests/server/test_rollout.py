@@ -192,6 +192,18 @@ def test_canary_split_pin_and_metrics(tmp_path: Path, start_server) -> None:
     r = srv.client.post("/predict/batch", json=batch, headers={"X-Correlation-ID": canary_id})
     assert [b["model_version"] for b in r.json()] == ["2", "2", "2"]
 
+    # V2 splits on the same id, and its /versions/{v}/infer pins
+    v2 = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+    r = srv.client.post("/v2/models/price/infer", json=v2,
+                        headers={"X-Correlation-ID": canary_id})
+    assert r.json()["model_version"] == "2" and round(r.json()["outputs"][0]["data"][0]) == 103
+    r = srv.client.post("/v2/models/price/infer", json=v2,
+                        headers={"X-Correlation-ID": champion_id})
+    assert r.json()["model_version"] == "1"
+    r = srv.client.post("/v2/models/price/versions/2/infer", json=v2,
+                        headers={"X-Correlation-ID": champion_id})
+    assert r.json()["model_version"] == "2"
+
     health = srv.client.get("/health").json()
     (entry,) = health["models"]
     assert entry["challenger"]["state"] == "serving" and entry["challenger"]["version"] == "2"
