@@ -63,10 +63,17 @@ def test_prometheusrule_when_the_crd_is_served(
         )
         # A spec change too, so the rules must carry the new threshold.
         mlmodels.patch_spec("iris", {"alerting": {"latencyP95ThresholdMilliseconds": 150}})
+        def latency_expr(rule: dict) -> str:
+            return next(r["expr"] for r in rule["spec"]["groups"][0]["rules"]
+                        if r["alert"] == "MLModelHighLatencyP95")
+
+        # With the CRD served from the start (the monitoring stack installs it) the rule may
+        # exist before the patch is reconciled: wait for the new threshold.
         rule = wait_for(
-            lambda: mlmodels.get("prometheusrule", "iris"),
+            lambda: (r := mlmodels.get("prometheusrule", "iris"))
+            and latency_expr(r).endswith("> 0.15") and r,
             timeout=90,
-            describe="PrometheusRule iris",
+            describe="PrometheusRule iris with the patched threshold",
             interval=2,
         )
         mlm = mlmodels.mlm("iris")
