@@ -106,7 +106,8 @@ class HotHandlers:
         self.challengers = registry.challengers
         self.shadow = shadow or ShadowQueue(
             registry.settings.shadow_queue_rows, metrics.shadow_evaluated,
-            metrics.shadow_dropped, metrics.shadow_failed)
+            metrics.shadow_dropped, metrics.shadow_failed,
+            budget=registry.settings.shadow_budget_percent / 100)
 
     # --- errors ------------------------------------------------------------------------
 
@@ -279,9 +280,13 @@ class HotHandlers:
     async def _predict_versions(self, req: _Request, body: Any, champion: LoadedModel,
                                 pin: str | None) -> Outcome:
         ch = self.challengers.get(champion.name)
-        key = body_correlation_id(body, req.cid) if type(body) is dict else req.cid
-        key = key or new_correlation_id()
-        target = self._pick(champion, ch, key, pin)
+        if ch is not None and ch.mode == "canary" and pin is None:
+            # the split needs the id before the version is chosen
+            key = body_correlation_id(body, req.cid) if type(body) is dict else req.cid
+            key = key or new_correlation_id()
+        else:
+            key = req.cid  # None: prepare_predict takes the body's or makes one
+        target = self._pick(champion, ch, key or "", pin)
         if ch is None:
             out, _ = await self._run_predict(target, body, key)
         elif pin is not None and target is not champion:

@@ -47,6 +47,9 @@ CHECK_EVERY = 20
 #: rows the shadow worker evaluates in one model call, and how long it lets them gather
 SHADOW_BATCH_ROWS = 256
 SHADOW_COLLECT_SECONDS = 0.02
+#: the most the shadow's budget saves up while idle (seconds of evaluation): a burst after
+#: a quiet spell is evaluated whole
+SHADOW_MAX_CREDIT_SECONDS = 0.25
 #: regression outputs that differ by more than this (relative to max(1, |champion|))
 #: count as a disagreement; float noise between two builds of the same model does not
 REGRESSION_TOLERANCE = 1e-6
@@ -276,13 +279,22 @@ class ShadowQueue:
     worker wakes at most every SHADOW_COLLECT_SECONDS and evaluates what gathered in model
     calls of up to SHADOW_BATCH_ROWS rows: a thread woken per request costs the answers
     more (GIL hand-overs, per-call overhead) than the shadow's trees do.
+
+    The worker also keeps to a time budget: `budget` (a fraction of one core's time, saved up
+    to SHADOW_MAX_CREDIT_SECONDS while idle). Beyond it, under load that saturates the
+    process, batches are dropped and counted instead of taking time from the answers: the
+    disagreement metrics then describe the rows evaluated, `shadow_rows_total` says how many.
     """
 
     def __init__(self, capacity_rows: int, on_batch: Report, on_drop: Callable[[str, int], None],
                  on_failure: Callable[[str, int, BaseException], None], *,
-                 collect_seconds: float = SHADOW_COLLECT_SECONDS) -> None:
+                 collect_seconds: float = SHADOW_COLLECT_SECONDS,
+                 budget: float = 0.05) -> None:
         self.capacity_rows = capacity_rows
         self.collect_seconds = collect_seconds
+        self.budget = budget
+        self._credit = SHADOW_MAX_CREDIT_SECONDS
+        self._credit_at = time.perf_counter()
         self._on_batch, self._on_drop, self._on_failure = on_batch, on_drop, on_failure
         self._items: deque[ShadowItem] = deque()
         self._rows = 0
@@ -352,9 +364,20 @@ class ShadowQueue:
         challenger, champion = batch[0][0], batch[0][1]
         X = _stack([item[2] for item in batch])
         model = challenger.model
-        if model is None:  # rolled back while its rows waited
+        now = time.perf_counter()
+        self._credit = min(SHADOW_MAX_CREDIT_SECONDS,
+                           self._credit + (now - self._credit_at) * self.budget)
+        self._credit_at = now
+        if model is None or self._credit <= 0:  # rolled back meanwhile, or over budget
             self._on_drop(challenger.name, X.shape[0])
             return
+        try:
+            self._compare(batch, challenger, champion, model, X)
+        finally:
+            self._credit -= time.perf_counter() - now
+
+    def _compare(self, batch: list[ShadowItem], challenger: Challenger, champion: LoadedModel,
+                 model: LoadedModel, X: np.ndarray) -> None:
         try:
             if batch[0][3] is None:
                 t0 = time.perf_counter()
@@ -369,7 +392,9 @@ class ShadowQueue:
             if model.feature_names != champion.feature_names:
                 X = X[:, [champion.feature_index[f] for f in model.feature_names]]
             t1 = time.perf_counter()
-            theirs = model.predict(X)
+            # the compiled evaluator when the shadow has one (accelerate.py: predict_compiled)
+            predict = getattr(model.runtime, "predict_compiled", None) or model.predict
+            theirs = predict(X)
             shadow_s = time.perf_counter() - t1
             disagree, delta = compare_outputs(champion.task, ours, theirs,
                                               model.classes == champion.classes)

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         "request's rows are dropped (shadow_rows_total{result=\"dropped\"}), never waited for",
     )
 
+    shadow_budget_percent: float = Field(
+        default=5.0, gt=0, le=100,
+        description="percent of one core's time the shadow may spend per worker process; "
+        "beyond it (a saturated process) rows are dropped and counted, not evaluated",
+    )
+
     @field_validator("challengers")
     @classmethod
     def _parsable_challengers(cls, v: str) -> str:
