@@ -6,6 +6,7 @@ on the suite's own bridge.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -135,6 +136,12 @@ def test_broken_canary_is_rolled_back_without_a_failed_request(realpods, on_real
     st = realpods.wait_condition("tiny-xgb", "Challenger", "True", "Serving",
                                  timeout=150)["status"]
     assert st.get("rolledBack") is None and st["versions"][1]["weight"] == 50
+    realpods.wait_ready("tiny-xgb", timeout=120)  # no pod of the rolled-back template left
+    wait_for(lambda: not any(p["metadata"].get("deletionTimestamp") for p in realpods.list(
+        "pods", "app.kubernetes.io/instance=tiny-xgb")), timeout=60, describe="old pods gone")
     r = httpx.post(f"{url}/predict", json={"model_name": "tiny-xgb", **ROW},
                    headers={"X-Model-Version": "2.0.1"}, timeout=10)
-    assert r.json()["model_version"] == "2.0.1"
+    assert r.status_code == 200 and r.json()["model_version"] == "2.0.1", r.text
+    updates = [e["message"] for e in json.loads(realpods.kubectl(
+        "get", "events", "--field-selector", "reason=Updated", "-o", "json").stdout)["items"]]
+    print("Deployment updates:", updates)
