@@ -155,7 +155,7 @@ class RuntimeMetrics:
                 self.loaded.remove(name, old_version)
         self.loaded.labels(name, new_version).set(1)
 
-    # --- the shadow worker's reports (server/rollout.py, ShadowQueue; from its thread) ---
+    # --- the shadow's reports (server/rollout.py, ShadowQueue) ---
 
     def shadow_evaluated(self, challenger: Any, champion: Any, rows: int, disagree: int,
                          delta: Any, champion_s: float, shadow_s: float) -> None:
