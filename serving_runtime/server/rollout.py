@@ -319,11 +319,15 @@ class ShadowQueue:
         return True
 
     def _drain(self) -> None:
-        batch = self._take()
-        if batch:
-            self._evaluate(batch)
-        self._handle = (asyncio.get_running_loop().call_soon(self._drain)
-                        if self._items and not self._closed else None)
+        try:
+            batch = self._take()
+            if batch:
+                self._evaluate(batch)
+        except Exception:  # never leave the queue without a drain scheduled
+            log.exception("shadow drain failed")
+        finally:
+            self._handle = (asyncio.get_running_loop().call_soon(self._drain)
+                            if self._items and not self._closed else None)
 
     def _take(self) -> list[ShadowItem]:
         """Consecutive items of one (challenger, champion) pair, up to the batch size."""
