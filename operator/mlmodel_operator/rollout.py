@@ -95,10 +95,16 @@ def decide(spec: MLModelSpec, reports: list[PodReport], rolled_back: dict[str, A
     serving = sum(1 for r in reports if r.state == RT_SERVING)
     if not reports:
         return view("Unknown", "no ready pod of the current template has reported yet", None)
-    if serving == len(reports):
+    # A pod that did not answer this time (a busy worker, a timeout) says nothing new: the
+    # state follows the pods that did, so one slow answer does not flip the condition.
+    answered = [r for r in reports if r.state is not None]
+    if answered and serving == len(answered):
         doing = f"answers {weight}% of requests" if weight is not None else "is evaluated"
         return view("Serving", f"{ch.mode} {ch.version} {doing} in {serving} pod(s)", None,
                     serving)
-    waiting = [r for r in reports if r.state != RT_SERVING]
+    if not answered:
+        return view("Unknown", f"no pod answered /health ({reports[0].pod}: "
+                    f"{reports[0].reason})", None)
+    waiting = [r for r in answered if r.state != RT_SERVING]
     return view("Loading", f"{len(waiting)} pod(s) not reporting it serving yet"
                 f" ({waiting[0].pod}: {waiting[0].state or waiting[0].reason})", None, serving)

@@ -384,9 +384,18 @@ class HotHandlers:
             status = exc.status_code if isinstance(exc, ServingError) else 500
             for ch, canary in chosen.values():
                 self._canary_answered(ch, canary, False, 0.0, status)
+            for g in groups:  # the champions answered those requests
+                if g.model.name in chosen:
+                    self._count_version(g.model, "champion", "success", None, g.n_requests)
         else:
             for ch, canary in chosen.values():
                 self._canary_answered(ch, canary, True, time.perf_counter() - started)
+            answered: Counter[str] = Counter()  # each request of the batch is one answer
+            for g in groups:
+                if g.model.name in chosen and g.model is chosen[g.model.name][1]:
+                    answered[g.model.name] += g.n_requests
+            for name, total in answered.items():
+                self._count_version(chosen[name][1], "canary", "success", None, total - 1)
         if pin is None:
             for g in groups:
                 other = self.challengers.get(g.model.name)

@@ -202,7 +202,7 @@ class ModelRegistry:
             threads = 1 if ch.mode == "shadow" else self.settings.inference_threads
             model = await anyio.to_thread.run_sync(
                 self._load_folder, challenger_folder(self.settings.models_dir, name), threads)
-            problem = compatibility_problem(champion, model)
+            problem = compatibility_problem(champion, model, ch.mode)
             if problem is not None:
                 raise ModelLoadError(f"version {model.version} cannot stand in for the "
                                      f"champion {champion.version}: {problem}")

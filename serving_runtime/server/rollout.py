@@ -75,8 +75,10 @@ class ChallengerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _weight_for_canary(self) -> ChallengerConfig:
-        if self.mode == "shadow" and self.weight:
-            raise ValueError("a shadow answers no request: 'weight' applies to canary only")
+        if self.mode == "shadow" and (self.weight or self.max_error_rate_percent is not None
+                                      or self.max_latency_p95_ms is not None):
+            raise ValueError("a shadow answers no request: 'weight' and the limits apply to "
+                             "canary only")
         return self
 
 
@@ -112,8 +114,10 @@ def split_bucket(key: str) -> int:
     return int.from_bytes(digest, "big") % SPLIT_BUCKETS
 
 
-def compatibility_problem(champion: LoadedModel, challenger: LoadedModel) -> str | None:
-    """Why `challenger` cannot stand in for `champion` on the same requests, or None."""
+def compatibility_problem(champion: LoadedModel, challenger: LoadedModel,
+                          mode: str = "shadow") -> str | None:
+    """Why `challenger` cannot stand in for `champion` on the same requests, or None. A
+    canary also needs the champion's feature order: V2 tensors are positional."""
     if challenger.version == champion.version:
         return f"it has the champion's version {champion.version!r}: give it its own"
     if challenger.task != champion.task:
@@ -123,6 +127,9 @@ def compatibility_problem(champion: LoadedModel, challenger: LoadedModel) -> str
         extra = sorted(set(challenger.feature_names) - set(champion.feature_names))
         return (f"its features differ from the champion's (missing: {missing or 'none'}, "
                 f"extra: {extra or 'none'}); requests carry the champion's features")
+    if mode == "canary" and challenger.feature_names != champion.feature_names:
+        return ("its features are in another order than the champion's; V2 tensors are "
+                "positional, so a canary must take them in the champion's order")
     return None
 
 
@@ -169,7 +176,9 @@ class Challenger:
 
     def observe(self, ok: bool, seconds: float) -> str | None:
         """Count one challenger answer; the rollback kind (error_rate | latency) if the
-        limits trip now."""
+        limits trip now. Answers in flight when it was rolled back are not counted."""
+        if self.state != SERVING:
+            return None
         self.requests += 1
         if ok:
             self._latencies.append(seconds)
@@ -196,7 +205,8 @@ class Challenger:
                     f"limit of {c.max_error_rate_percent:g}%")
         p95 = self.p95_seconds()
         if (c.max_latency_p95_ms is not None and p95 is not None
-                and len(self._latencies) >= c.min_requests and p95 * 1000 > c.max_latency_p95_ms):
+                and len(self._latencies) >= min(c.min_requests, LATENCY_WINDOW)
+                and p95 * 1000 > c.max_latency_p95_ms):
             return "latency", (
                 f"p95 latency {p95 * 1000:.1f} ms over its latest {len(self._latencies)} "
                 f"answers is above the limit of {c.max_latency_p95_ms:g} ms")
@@ -311,7 +321,15 @@ class ShadowQueue:
         if self._closed or self._rows + n > self.capacity_rows:
             self._on_drop(challenger.name, n)
             return False
-        self._items.append((challenger, champion, X, outputs, champion_seconds))
+        if n <= SHADOW_BATCH_ROWS:
+            self._items.append((challenger, champion, X, outputs, champion_seconds))
+        else:  # in callback-sized pieces (views, no copies): no drain holds the loop long
+            for i in range(0, n, SHADOW_BATCH_ROWS):
+                part = slice(i, i + SHADOW_BATCH_ROWS)
+                out = None if outputs is None else (
+                    outputs[0][part], None if outputs[1] is None else outputs[1][part])
+                share = champion_seconds * (min(n, i + SHADOW_BATCH_ROWS) - i) / n
+                self._items.append((challenger, champion, X[part], out, share))
         self._rows += n
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(
@@ -363,9 +381,9 @@ class ShadowQueue:
     def _compare(self, batch: list[ShadowItem], challenger: Challenger, champion: LoadedModel,
                  model: LoadedModel, X: np.ndarray) -> None:
         try:
-            if batch[0][3] is None:
+            if batch[0][3] is None:  # /predict/batch rows: predict the champion here
                 t0 = time.perf_counter()
-                ours = champion.predict(X)
+                ours = (getattr(champion.runtime, "predict_compiled", None) or champion.predict)(X)
                 champion_s = time.perf_counter() - t0
             else:
                 probas = [item[3][1] for item in batch if item[3] is not None]

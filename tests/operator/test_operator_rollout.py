@@ -161,6 +161,15 @@ def test_a_rollback_holds_until_the_spec_names_another_challenger() -> None:
     assert rollout.rolled_back_record(spec(), previous) is None
 
 
+def test_a_pod_that_does_not_answer_once_changes_nothing() -> None:
+    s = spec(canary=CANARY)
+    v = rollout.decide(s, [rollout.PodReport("p0", "serving"),
+                           rollout.PodReport("p1", None, reason="timed out")], None, NOW)
+    assert v.state == "Serving" and (v.pods_serving, v.pods_reporting) == (1, 2)
+    v = rollout.decide(s, [rollout.PodReport("p1", None, reason="timed out")], None, NOW)
+    assert v.state == "Unknown" and "timed out" in v.reason
+
+
 def test_not_yet_reported_is_loading_or_unknown() -> None:
     s = spec(canary=CANARY)
     assert rollout.decide(s, [], None, NOW).state == "Unknown"

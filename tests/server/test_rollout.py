@@ -99,8 +99,9 @@ def test_split_bucket_is_stable_and_uniform() -> None:
     ('{"../x": {"mode": "canary"}}', "cannot name a model"),
     ('{"m": {"mode": "blue"}}', "mode"),
     ('{"m": {"mode": "canary", "weight": 101}}', "weight"),
-    ('{"m": {"mode": "shadow", "weight": 5}}', "applies to canary only"),
+    ('{"m": {"mode": "shadow", "weight": 5}}', "apply to canary only"),
     ('{"m": {"mode": "canary", "colour": 1}}', "colour"),
+    ('{"m": {"mode": "shadow", "max_error_rate_percent": 5}}', "the limits apply to canary"),
 ])
 def test_challengers_setting_names_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -118,6 +119,17 @@ def test_limits_roll_back_after_min_requests_only() -> None:
     assert ch.observe(True, 0.001) == "error_rate"  # 20/40 = 50 % > 10 %
     assert ch.state == "rolled_back" and "above the limit of 10%" in ch.reason
     assert not ch.takes("any")
+    for _ in range(100):  # answers still in flight at the rollback: not counted, no 2nd trip
+        assert ch.observe(False, 0.0) is None
+    assert (ch.requests, ch.errors) == (40, 20)
+
+
+def test_a_latency_limit_applies_with_min_requests_beyond_the_window() -> None:
+    ch = Challenger("m", ChallengerConfig(mode="canary", weight=50, max_latency_p95_ms=1,
+                                          min_requests=5000))
+    ch.state = "serving"
+    kinds = [ch.observe(True, 0.5) for _ in range(5000)]
+    assert kinds[-1] == "latency" and kinds.count("latency") == 1
 
 
 def test_compare_outputs_counts_exactly() -> None:
@@ -257,6 +269,24 @@ def test_a_challenger_that_cannot_stand_in_is_refused_and_the_champion_serves(
     assert "features differ" in ch["reason"] and "missing: ['b']" in ch["reason"]
 
 
+def test_a_canary_must_take_the_features_in_the_champions_order(
+        tmp_path: Path, start_server) -> None:
+    models = tmp_path / "models"
+    X = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=float)
+    save_model(LinearRegression().fit(X, X[:, 0] * 2 + X[:, 1]), models / "price",
+               version="1", feature_names=["a", "b"])
+    save_model(LinearRegression().fit(X[:, ::-1], X[:, 0] * 2 + X[:, 1]),
+               challenger_folder(models, "price"), version="2", feature_names=["b", "a"])
+    srv = start_server(models, env={"CHALLENGERS": json.dumps(
+        {"price": {"mode": "canary", "weight": 100}})})
+    srv.wait_ready()
+    ch = srv.client.get("/health").json()["models"][0]["challenger"]
+    assert ch["state"] == "failed" and "another order" in ch["reason"]
+    v2 = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 0.0]}]}
+    r = srv.client.post("/v2/models/price/infer", json=v2)
+    assert r.json()["model_version"] == "1" and round(r.json()["outputs"][0]["data"][0]) == 2
+
+
 def test_a_broken_challenger_folder_is_refused(tmp_path: Path, start_server) -> None:
     models = tmp_path / "models"
     write_pair(models, "price", linear(0.0), linear(1.0), feature_names=["a", "b"])
@@ -317,6 +347,25 @@ def test_shadow_counts_exact_disagreements_and_never_answers(
     # the shadow answers only when asked by name
     r = predict(srv.client, "risk", {"x": [0.6]}, pin="2")
     assert r.json()["model_version"] == "2" and r.json()["prediction"] == [0]
+
+
+def test_a_large_request_reaches_the_shadow_in_callback_sized_pieces(
+        tmp_path: Path, start_server) -> None:
+    from serving_runtime.server.rollout import SHADOW_BATCH_ROWS
+
+    models = tmp_path / "models"
+    write_pair(models, "risk", stump(0.0), stump(0.4), feature_names=["x"])
+    srv = start_server(models, env={"CHALLENGERS": json.dumps({"risk": {"mode": "shadow"}}),
+                                    "SHADOW_BUDGET_PERCENT": "100"})
+    srv.wait_ready()
+    xs = [(i % 100 + 0.5) / 100 for i in range(1000)]  # 20 % of them disagree
+    assert predict(srv.client, "risk", {"x": xs}).status_code == 200
+    text = wait_for(lambda: (t := srv.client.get("/metrics").text) and metric(
+        t, "shadow_rows_total", model_name="risk", result="evaluated") == 1000 and t)
+    assert text, srv.client.get("/metrics").text
+    assert metric(text, "shadow_disagreements_total", model_name="risk") == 200
+    calls = metric(text, "shadow_predict_seconds_count", model_name="risk", role="shadow")
+    assert calls >= 1000 / SHADOW_BATCH_ROWS
 
 
 def test_shadow_rows_beyond_the_queue_are_dropped_and_counted(
