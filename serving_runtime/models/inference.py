@@ -264,6 +264,10 @@ def prepare_batch(
     if type(reqs) is not list or not reqs:
         raise InvalidInputError("'requests' must be a non-empty list of predict requests")
     batch_size = body.get("batch_size")
+    # JSON Schema's integer includes 2.0 and 1e2 (the OpenAPI document says integer, and
+    # clients that send every number as a double send those); a bool is not one.
+    if type(batch_size) is float and batch_size.is_integer():
+        batch_size = int(batch_size)
     if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
         raise InvalidInputError("'batch_size' must be a positive integer")
     correlation_id = accepted_correlation_id(correlation_id)  # as the server's header

@@ -192,9 +192,20 @@ def test_batch(zoo, zoo_server):
     assert r.headers["x-correlation-id"] == "batch-7"
 
 
+def test_batch_size_may_be_an_integral_double(zoo_server):
+    # JSON Schema's integer (the OpenAPI document's) includes 2.0; the fuzzer sent one
+    body = {"requests": [{"model_name": "sk-binary", "features": six()}] * 3, "batch_size": 2.0}
+    r = zoo_server.client.post("/predict/batch", json=body)
+    assert r.status_code == 200 and len(r.json()) == 3, r.text
+
+
 @pytest.mark.parametrize("body,status,fragment", [
     ({"requests": []}, 422, "'requests' must be a non-empty list"),
     ({"requests": [{"model_name": "sk-binary", "features": six()}], "batch_size": 0}, 422,
+     "'batch_size' must be a positive integer"),
+    ({"requests": [{"model_name": "sk-binary", "features": six()}], "batch_size": 1.5}, 422,
+     "'batch_size' must be a positive integer"),
+    ({"requests": [{"model_name": "sk-binary", "features": six()}], "batch_size": True}, 422,
      "'batch_size' must be a positive integer"),
     ({"requests": [{"model_name": "sk-binary", "features": six()},
                    {"model_name": "ghost", "features": six()}]}, 404,
