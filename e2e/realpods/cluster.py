@@ -81,3 +81,11 @@ def assert_remote_equals_local(url: str, models_dir: Path, model: str, names: li
             assert r["prediction"] == lo["prediction"], f"rows {start}..: predictions differ"
             assert r["probabilities"] == lo["probabilities"], f"rows {start}..: probabilities"
             assert r["model_version"] == lo["model_version"]
+
+
+def wait_old_pods_gone(realpods, name: str, timeout: float = 60) -> None:
+    """No pod of the MLModel is terminating any more. Ready counts the new pods; the old ones
+    answer their kept-alive connections until their drain says `Connection: close`."""
+    wait_for(lambda: not any(p["metadata"].get("deletionTimestamp") for p in realpods.list(
+        "pods", f"app.kubernetes.io/instance={name}")), timeout=timeout,
+        describe=f"old pods of {name} gone")

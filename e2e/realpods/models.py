@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,29 @@ def slow_forest_folder(models_dir: Path, name: str, version: str) -> tuple[Path,
     folder = save_model(model, models_dir / name, version=version, feature_names=names,
                         sample=X[:5])
     return folder, names
+
+
+# --- examples/xgboost-configmap.yaml (tiny-xgb), the rollout tests' model ----------------
+
+ROW = {"features": {"spread": [0.1], "momentum": [0.2], "volume": [0.3], "volatility": [0.4]}}
+
+
+def versioned_configmap(base: dict, name: str, version: str, *, break_sample: bool = False):
+    """The tiny-xgb model folder as ConfigMap `name`, at `version`; with break_sample the
+    golden sample's expected answer is wrong, so the runtime refuses to serve it."""
+    cm = copy.deepcopy(base)
+    cm["metadata"]["name"] = name
+    meta = json.loads(cm["data"]["metadata.json"])
+    meta["version"] = version
+    cm["data"]["metadata.json"] = json.dumps(meta, indent=2)
+    if break_sample:
+        sample = json.loads(cm["data"]["sample.json"])
+        sample["expected"]["prediction"] = [1 - p for p in sample["expected"]["prediction"]]
+        sample["expected"]["probabilities"] = {
+            k: [1.0 - p for p in v] for k, v in sample["expected"]["probabilities"].items()}
+        cm["data"]["sample.json"] = json.dumps(sample)
+    return cm
+
+
+def body() -> dict:
+    return {"model_name": "tiny-xgb", **ROW}

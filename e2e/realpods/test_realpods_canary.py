@@ -7,30 +7,27 @@ on the suite's own bridge.
 from __future__ import annotations
 
 import json
-import re
 import time
 
 import httpx
 
 from e2e.helpers import wait_for
-from e2e.realpods.cluster import cluster_url, ready_endpoints, wait_service_answers
+from e2e.realpods.cluster import (
+    cluster_url,
+    ready_endpoints,
+    wait_old_pods_gone,
+    wait_service_answers,
+)
 from e2e.realpods.load import KeepAliveLoad
-from e2e.realpods.models import example
-from e2e.realpods.test_realpods_rollout import ROW, body, versioned_configmap
+from e2e.realpods.models import ROW, body, example, versioned_configmap
 from serving_runtime.server.rollout import SPLIT_BUCKETS, split_bucket
+from tests.support.metrics_text import metric_sum
 
 N_IDS = 2000
 
 
 def pod_metric(ip: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"http://{ip}:8000/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{"):
-            got = dict(re.findall(r'(\w+)="([^"]*)"', line[:line.index("}")]))
-            if all(got.get(k) == v for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric_sum(httpx.get(f"http://{ip}:8000/metrics", timeout=5).text, name, **labels)
 
 
 def test_ten_percent_canary_through_the_service(realpods, on_real_node):
@@ -105,9 +102,7 @@ def test_broken_canary_is_rolled_back_without_a_failed_request(realpods, on_real
                                          timeout=150)
         rolled_s = time.monotonic() - t0
         realpods.wait_ready("tiny-xgb", timeout=120)
-        wait_for(lambda: not any(p["metadata"].get("deletionTimestamp") for p in realpods.list(
-            "pods", "app.kubernetes.io/instance=tiny-xgb")), timeout=60,
-            describe="old pods gone")
+        wait_old_pods_gone(realpods, "tiny-xgb")
         back_s = time.monotonic() - t0
         time.sleep(1)
         result = load.stop()
@@ -137,8 +132,7 @@ def test_broken_canary_is_rolled_back_without_a_failed_request(realpods, on_real
                                  timeout=150)["status"]
     assert st.get("rolledBack") is None and st["versions"][1]["weight"] == 50
     realpods.wait_ready("tiny-xgb", timeout=120)  # no pod of the rolled-back template left
-    wait_for(lambda: not any(p["metadata"].get("deletionTimestamp") for p in realpods.list(
-        "pods", "app.kubernetes.io/instance=tiny-xgb")), timeout=60, describe="old pods gone")
+    wait_old_pods_gone(realpods, "tiny-xgb")
     r = httpx.post(f"{url}/predict", json={"model_name": "tiny-xgb", **ROW},
                    headers={"X-Model-Version": "2.0.1"}, timeout=10)
     assert r.status_code == 200 and r.json()["model_version"] == "2.0.1", r.text

@@ -6,37 +6,17 @@ the Service's ClusterIP on the suite's own bridge.
 
 from __future__ import annotations
 
-import copy
-import json
 import time
 
 from e2e.helpers import wait_for
 from e2e.realpods.cluster import (
     cluster_url,
     ready_endpoints,
+    wait_old_pods_gone,
     wait_service_answers,
 )
 from e2e.realpods.load import KeepAliveLoad
-from e2e.realpods.models import example
-
-ROW = {"features": {"spread": [0.1], "momentum": [0.2], "volume": [0.3], "volatility": [0.4]}}
-
-
-def versioned_configmap(base: dict, name: str, version: str, *, break_sample: bool = False):
-    """The tiny-xgb model folder as ConfigMap `name`, at `version`; with break_sample the
-    golden sample's expected answer is wrong, so the runtime refuses to serve it."""
-    cm = copy.deepcopy(base)
-    cm["metadata"]["name"] = name
-    meta = json.loads(cm["data"]["metadata.json"])
-    meta["version"] = version
-    cm["data"]["metadata.json"] = json.dumps(meta, indent=2)
-    if break_sample:
-        sample = json.loads(cm["data"]["sample.json"])
-        sample["expected"]["prediction"] = [1 - p for p in sample["expected"]["prediction"]]
-        sample["expected"]["probabilities"] = {
-            k: [1.0 - p for p in v] for k, v in sample["expected"]["probabilities"].items()}
-        cm["data"]["sample.json"] = json.dumps(sample)
-    return cm
+from e2e.realpods.models import body, example, versioned_configmap
 
 
 def serve_tiny_xgb(realpods, on_real_node, replicas: int) -> dict:
@@ -54,10 +34,6 @@ def serve_tiny_xgb(realpods, on_real_node, replicas: int) -> dict:
     return configmap
 
 
-def body() -> dict:
-    return {"model_name": "tiny-xgb", **ROW}
-
-
 def test_rolling_update_under_load(realpods, on_real_node):
     """Version 1.0.0 -> 1.1.0 under load: 0 failed requests, each answer from one version,
     the switch visible in model_version, and only 1.1.0 at the end."""
@@ -73,9 +49,7 @@ def test_rolling_update_under_load(realpods, on_real_node):
         rollout_s = time.monotonic() - t0
         # Ready counts the new pods; the old ones answer their kept-alive connections until
         # their drain says `Connection: close` (preStop + first answer after SIGTERM).
-        wait_for(lambda: not any(p["metadata"].get("deletionTimestamp") for p in realpods.list(
-            "pods", "app.kubernetes.io/instance=tiny-xgb")), timeout=60,
-            describe="old pods gone")
+        wait_old_pods_gone(realpods, "tiny-xgb")
         drained_s = time.monotonic() - t0
         time.sleep(1)
         result = load.stop()

@@ -36,9 +36,9 @@ from .status import (
     Autoscaler,
     Observed,
     Verdict,
-    _now,
     compute_status,
     status_differs,
+    utc_now,
 )
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def _check_challenger(
         rollout.health_report(pod, pod_health.read_health(ip), served)
         for pod, ip in _ready_current_pods(pods, dep)
     ]
-    view = rollout.decide(spec, reports, rolled_back, _now())
+    view = rollout.decide(spec, reports, rolled_back, utc_now())
     if view is None or view.rolled_back is None or rolled_back is not None:
         return dep, view
     kube.patch_status(owner.namespace, owner.name, {"rolledBack": view.rolled_back})

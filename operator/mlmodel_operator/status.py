@@ -81,7 +81,7 @@ class Observed:
     challenger: ChallengerView | None = None
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -291,7 +291,7 @@ def ready_verdict(obs: Observed, r: Rollout | None) -> Verdict:
 
 def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
     """The full .status to write (keys set to None are removed by a merge patch)."""
-    now = now or _now()
+    now = now or utc_now()
     prev = obs.previous_status or {}
     prev_conds = prev.get("conditions") or []
     dep = obs.deployment

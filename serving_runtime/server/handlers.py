@@ -176,17 +176,19 @@ class HotHandlers:
         req.model = model.name
         if self.challengers or pin is not None:
             return await self._predict_versions(req, body, model, pin)
-        out, _ = await self._run_predict(model, body, req.cid)
+        out = await self._run_predict(model, body, req.cid)
         return out, out["correlation_id"], ((model.name, 1),)
 
+    async def _run(self, n_rows: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)`: in a worker thread for OFFLOAD_MIN_ROWS rows or more, else here."""
+        if n_rows >= OFFLOAD_MIN_ROWS:
+            return await self.offload(fn, *args)
+        return fn(*args)
+
     async def _run_predict(self, model: LoadedModel, body: Any,
-                           cid: str | None) -> tuple[dict[str, Any], Any]:
+                           cid: str | None) -> dict[str, Any]:
         prepared = prepare_predict(model, body, correlation_id=cid)
-        if prepared.n_rows >= OFFLOAD_MIN_ROWS:
-            out = await self.offload(run_predict, prepared)
-        else:
-            out = run_predict(prepared)
-        return out, prepared.X
+        return await self._run(prepared.n_rows, run_predict, prepared)
 
     async def predict_batch(self, read: BodyReader, header_cid: str | None,
                             pin: str | None = None) -> Reply:
@@ -209,22 +211,19 @@ class HotHandlers:
     async def _run_batch(self, get_model: Callable[[str], LoadedModel], body: Any,
                          cid: str) -> tuple[list[PreparedGroup], list[dict[str, Any]]]:
         groups, batch_size = prepare_batch(get_model, body, correlation_id=cid)
-        if sum(g.n_rows for g in groups) >= OFFLOAD_MIN_ROWS:
-            outs = await self.offload(run_batch, groups, batch_size)
-        else:
-            outs = run_batch(groups, batch_size)
+        outs = await self._run(sum(g.n_rows for g in groups), run_batch, groups, batch_size)
         return groups, outs
 
     # --- Open Inference Protocol v2 ----------------------------------------------------
 
     def v2_model(self, name: str, version: str | None) -> LoadedModel:
         model = self.registry.get(name)
-        if version is not None and version != model.version:
-            ch = self.challengers.get(name)
-            if ch is not None and ch.model is not None and ch.version == version:
-                return ch.model
+        if version is None:
+            return model
+        named = self._named_version(model, self.challengers.get(name), version)
+        if named is None:
             raise ModelNotFoundError(f"{name} version {version}")
-        return model
+        return named
 
     async def v2_infer(self, read: BodyReader, header_cid: str | None, name: str,
                        version: str | None = None, pin: str | None = None) -> Reply:
@@ -241,13 +240,16 @@ class HotHandlers:
         if ch is not None and version is None and ch.mode == "canary":
             rid = body.get("id") if type(body) is dict else None
             key = req.cid or (rid if type(rid) is str else new_correlation_id())
-            canary = ch.model
-            if canary is not None and ch.takes(key):
-                out = await self._canary(
-                    ch, canary, model, lambda m: infer_v2(m, body, request_id=req.cid))
+            target = self._pick(model, ch, key, None)
+
+            async def infer(m: LoadedModel) -> dict[str, Any]:
+                return infer_v2(m, body, request_id=req.cid)
+
+            if target is not model:
+                out = await self._canary(ch, target, model, infer)
             else:
                 started = time.perf_counter()
-                out = infer_v2(model, body, request_id=req.cid)
+                out = await infer(model)
                 self._count_version(model, "champion", "success", time.perf_counter() - started)
         else:
             out = infer_v2(model, body, request_id=req.cid)
@@ -258,15 +260,24 @@ class HotHandlers:
 
     # --- champion and challenger (server/rollout.py, docs/rollouts.md) ------------------
 
+    @staticmethod
+    def _named_version(champion: LoadedModel, ch: Challenger | None,
+                       version: str) -> LoadedModel | None:
+        """The champion or the serving challenger whose version is `version`, or None."""
+        if version == champion.version:
+            return champion
+        if ch is not None and ch.model is not None and version == ch.version:
+            return ch.model
+        return None
+
     def _pick(self, champion: LoadedModel, ch: Challenger | None, key: str,
               pin: str | None) -> LoadedModel:
         """The version that answers: the pinned one, else the canary for its share of keys,
         else the champion."""
         if pin is not None:
-            if pin == champion.version:
-                return champion
-            if ch is not None and ch.model is not None and pin == ch.version:
-                return ch.model
+            named = self._named_version(champion, ch, pin)
+            if named is not None:
+                return named
             serving = f"{champion.version} (champion)"
             if ch is not None and ch.model is not None:
                 serving += f", {ch.version} ({ch.mode})"
@@ -288,51 +299,45 @@ class HotHandlers:
             key = req.cid  # None: prepare_predict takes the body's or makes one
         target = self._pick(champion, ch, key or "", pin)
         if ch is None:
-            out, _ = await self._run_predict(target, body, key)
+            out = await self._run_predict(target, body, key)
         elif pin is not None and target is not champion:
             # the challenger asked for by name: its own answer, errors included; counted
             # as its answer, but not toward its limits (testers' requests)
             started = time.perf_counter()
-            out, _ = await self._run_predict(target, body, key)
+            out = await self._run_predict(target, body, key)
             self._count_version(target, ch.mode, "success", time.perf_counter() - started)
         elif target is champion and ch.mode == "shadow" and pin is None and ch.model is not None:
             prepared = prepare_predict(champion, body, correlation_id=key)
-            if prepared.n_rows >= OFFLOAD_MIN_ROWS:
-                out, outputs, seconds = await self.offload(run_predict_keeping_outputs, prepared)
-            else:
-                out, outputs, seconds = run_predict_keeping_outputs(prepared)
+            out, outputs, seconds = await self._run(prepared.n_rows,
+                                                    run_predict_keeping_outputs, prepared)
             # the answer is built; the shadow compares with these outputs later, never awaited
             self.shadow.offer(ch, champion, prepared.X, outputs, seconds)
         elif target is champion:
             started = time.perf_counter()
-            out, _ = await self._run_predict(champion, body, key)
+            out = await self._run_predict(champion, body, key)
             if ch.mode == "canary":
                 self._count_version(champion, "champion", "success",
                                     time.perf_counter() - started)
         else:
-            out, _ = await self._canary(
+            out = await self._canary(
                 ch, target, champion, lambda m: self._run_predict(m, body, key))
         return out, out["correlation_id"], ((champion.name, 1),)
 
     async def _canary(self, ch: Challenger, canary: LoadedModel, champion: LoadedModel,
-                      attempt: Callable[[LoadedModel], Any]) -> Any:
+                      attempt: Callable[[LoadedModel], Awaitable[Any]]) -> Any:
         """`attempt(canary)`; if the canary fails, `attempt(champion)` answers and the
         failure counts against the canary. If the champion fails too, the request itself
         was at fault: its error goes back and the canary is not charged."""
         started = time.perf_counter()
         try:
-            result = attempt(canary)
-            if isinstance(result, Awaitable):
-                result = await result
+            result = await attempt(canary)
         except Exception as exc:
             failure: Exception = exc
         else:
             self._canary_answered(ch, canary, True, time.perf_counter() - started)
             return result
         started = time.perf_counter()
-        result = attempt(champion)
-        if isinstance(result, Awaitable):
-            result = await result
+        result = await attempt(champion)
         self._count_version(champion, "champion", "success", time.perf_counter() - started)
         status = (failure.status_code if isinstance(failure, ServingError) else 500)
         self._canary_answered(ch, canary, False, 0.0, status)

@@ -157,8 +157,8 @@ class RuntimeMetrics:
 
     # --- the shadow's reports (server/rollout.py, ShadowQueue) ---
 
-    def shadow_evaluated(self, challenger: Any, champion: Any, rows: int, disagree: int,
-                         delta: Any, champion_s: float, shadow_s: float) -> None:
+    def shadow_evaluated(self, champion: Any, rows: int, disagree: int, delta: Any,
+                         champion_s: float, shadow_s: float) -> None:
         name = champion.name
         self.shadow_rows.labels(name, "evaluated").inc(rows)
         self.shadow_disagreements.labels(name).inc(disagree)

@@ -156,19 +156,14 @@ class Challenger:
     def mode(self) -> Mode:
         return self.config.mode
 
-    @property
-    def serving(self) -> bool:
-        return self.state == SERVING
-
     def loaded(self, model: LoadedModel) -> None:
         self.model, self.version = model, model.version
         self.state, self.reason = SERVING, None
         self.requests = self.errors = self._since_check = 0
         self._latencies.clear()
 
-    def failed(self, reason: str, version: str | None = None) -> None:
-        self.model, self.state, self.reason = None, FAILED, reason
-        self.version = version
+    def failed(self, reason: str) -> None:
+        self.model, self.version, self.state, self.reason = None, None, FAILED, reason
 
     def takes(self, key: str) -> bool:
         """Whether the canary answers the request keyed `key` (its correlation id)."""
@@ -273,8 +268,8 @@ def compare_outputs(
 #: outputs on them and its model call's seconds — or None: predict the champion again)
 ShadowItem = tuple[Challenger, LoadedModel, np.ndarray,
                    tuple[np.ndarray, np.ndarray | None] | None, float]
-#: what the worker reports per evaluated batch: (challenger, champion, rows, disagreements,
-#: deltas, champion seconds, shadow seconds)
+#: what the drain reports per evaluated batch: (champion, rows, disagreements, deltas,
+#: champion seconds, shadow seconds)
 Report = Callable[..., None]
 
 
@@ -403,11 +398,7 @@ class ShadowQueue:
         except Exception as exc:  # a shadow's failure never reaches a caller
             self._on_failure(challenger.name, X.shape[0], exc)
             return
-        self._on_batch(challenger, champion, X.shape[0], disagree, delta, champion_s, shadow_s)
-
-    def idle(self) -> bool:
-        """Nothing waiting (tests and shutdown)."""
-        return not self._items
+        self._on_batch(champion, X.shape[0], disagree, delta, champion_s, shadow_s)
 
     def close(self) -> int:
         """Stop draining; the rows still waiting are returned as a count (dropped)."""

@@ -27,6 +27,7 @@ from serving_runtime.server.rollout import (
     parse_challengers,
     split_bucket,
 )
+from tests.support.metrics_text import metric_sum as metric
 
 N_SPLIT = 10_000
 
@@ -48,18 +49,6 @@ def write_pair(models_dir: Path, name: str, champion, challenger, *, versions=("
     save_model(champion, models_dir / name, version=versions[0], feature_names=feature_names)
     save_model(challenger, challenger_folder(models_dir, name), version=versions[1],
                feature_names=feature_names)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one series of a /metrics exposition (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.index("}") + 1]))
-        if all(got.get(k) == v for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def wait_for(fn, timeout: float = 20.0):
