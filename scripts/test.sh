@@ -34,6 +34,9 @@ if [ -x e2e/cluster/up ]; then
     # Started here, so stopped here whatever happens; on failure keep the component logs.
     # The real node changes host state (iptables, bridge, routes, mounts, cgroups, sysctls):
     # a snapshot before `up` is compared after `down`, and any difference fails the run.
+    # First what a run killed without `down` left (here or in another checkout): `up` would
+    # clean it after the snapshot, and the check would count that as a difference.
+    e2e/cluster/down
     host_before="$(mktemp)"
     .venv/bin/python e2e/cluster/host_state.py save "$host_before"
     trap 'rc=$?; if [ $rc -ne 0 ]; then export N1V1_KEEP_LOGS=1; fi

@@ -5,7 +5,9 @@ E2E="$(dirname "$HERE")"
 # shellcheck source=versions.sh
 source "$HERE/versions.sh"
 CACHE="${N1V1_CACHE:-$HOME/.cache/n1v1}"
-STATE="$E2E/.state"
+# N1V1_CLUSTER_STATE: another checkout's state dir, for cleaning up after its killed cluster
+# (node_reap_others); otherwise always this checkout's.
+STATE="${N1V1_CLUSTER_STATE:-$E2E/.state}"
 PKI="$STATE/pki"
 PIDS="$STATE/pids"
 LOGS="$STATE/logs"
@@ -48,6 +50,15 @@ live_pid() { # component
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$1" || return 1
   echo "$pid"
+}
+
+# Whether any process that a state dir's `up` started still runs.
+state_live() { # state-dir
+  local f
+  for f in "$1"/pids/*.pid; do
+    [ -f "$f" ] && PIDS="$1/pids" live_pid "$(basename "$f" .pid)" >/dev/null && return 0
+  done
+  return 1
 }
 
 # GET an apiserver path as the admin; prints the body.

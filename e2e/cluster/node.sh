@@ -7,6 +7,7 @@
 NODE_DIR="$STATE/node"                  # certs, configs, kubelet root, containerd root
 NODE_RUN="/run/n1v1-node"               # sockets and runtime state (tmpfs)
 NODE_SOCK="$NODE_RUN/containerd.sock"
+NODE_OWNER="$NODE_RUN/state-dir"        # the state dir of the cluster this host's node belongs to
 REAL_NODE="127.0.0.1"                   # node name = its InternalIP (see README)
 NODE_BRIDGE="n1v1br0"
 POD_CIDR="10.213.0.0/24"
@@ -153,6 +154,7 @@ node_load_images() {
 node_configs() {
   local d="$NODE_DIR"
   mkdir -p "$d/cni/net.d" "$d/kubelet" "$d/logs/pods" "$NODE_RUN"
+  echo "$STATE" >"$NODE_OWNER"
   sign kubelet "/O=system:nodes/CN=system:node:$REAL_NODE" clientAuth
   sign kube-proxy "/CN=system:kube-proxy" clientAuth
   kubeconfig "$d/kubelet.kubeconfig" kubelet "system:node:$REAL_NODE"
@@ -329,6 +331,36 @@ node_up() {
     --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
 }
 
+# ---- clusters killed without `down` -------------------------------------------------------------
+# The bridge, /run/n1v1-node, the kubepods cgroups and kube-proxy's rules are host-wide, so a
+# run killed without `down` (a CI job's timeout, a closed session) leaves them to the next run,
+# in whichever checkout. Its state dir is named in $NODE_OWNER or by the kubelet's root mount.
+node_other_states() {
+  {
+    [ -f "$NODE_OWNER" ] && cat "$NODE_OWNER"
+    findmnt -rn -o TARGET | sed -n 's#^\(/.*\)/node/kubelet$#\1#p'
+  } | sort -u | while read -r s; do
+    [ "$s" != "$STATE" ] && [ -d "$s/node/baseline" ] && echo "$s"
+  done || true
+}
+
+# Tear down (with this checkout's `down`, its logs kept) every other checkout's dead cluster.
+# Fails, naming it, when another one still runs: one host holds one real node.
+node_reap_others() {
+  local s live=0
+  [ "${N1V1_REAPING:-0}" = 1 ] && return 0
+  for s in $(node_other_states); do
+    if state_live "$s"; then
+      log "a local cluster from $s is running (one real node per host); stop it first: N1V1_CLUSTER_STATE=$s $HERE/down"
+      live=1
+      continue
+    fi
+    log "cleaning up after the cluster of $s, which stopped without down (its logs are kept)"
+    N1V1_REAPING=1 N1V1_CLUSTER_STATE="$s" N1V1_KEEP_LOGS=1 "$HERE/down" || true
+  done
+  return "$live"
+}
+
 # Stop the node's processes and undo everything node_up did on the host.
 node_down() {
   local c pid i
@@ -372,7 +404,9 @@ node_down() {
   # Files the kubelet and libcni keep outside our dirs.
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
   [ -f "$NODE_DIR/baseline/had-var-log-containers" ] || rmdir /var/log/containers 2>/dev/null || true
+  # Results of our bridge network and of the loopback one, whose sandbox is one of our netns.
   rm -rf /var/lib/cni/results/n1v1-node-* 2>/dev/null || true
+  grep -lsF "\"sandbox\":\"$NODE_RUN/" /var/lib/cni/results/* | xargs -r rm -f || true
   [ -f "$NODE_DIR/baseline/had-var-lib-cni" ] || rm -rf /var/lib/cni 2>/dev/null || true
   rm -rf "$NODE_RUN"
 }
