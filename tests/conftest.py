@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# In-process apps and the servers tests start serve no gRPC unless a test asks for a port:
+# the default 8081 would be shared by every test's server.
+os.environ.setdefault("GRPC_PORT", "0")
 
 # start_server, zoo, zoo_server: for every test directory that needs a real server.
 pytest_plugins = ["tests.support.fixtures"]

@@ -36,6 +36,7 @@ from serving_runtime.models.inference import (
     accepted_correlation_id,
     new_correlation_id,
 )
+from serving_runtime.server import grpc_server
 from serving_runtime.server.control import ControlHandlers
 from serving_runtime.server.handlers import HotHandlers, Reply
 from serving_runtime.server.heap import tune_collector
@@ -264,9 +265,14 @@ class InferenceThreads:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
 
+GRPC_STOP_GRACE_S = 2.0
+
+
 def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
               broadcast: ReloadBroadcast | None, tasks: BackgroundTasks,
-              threads: InferenceThreads, hot: HotHandlers) -> Callable[[FastAPI], Any]:
+              threads: InferenceThreads, control: ControlHandlers) -> Callable[[FastAPI], Any]:
+    hot = control.hot
+
     async def load_models() -> None:
         await registry.load_expected()
         # Only start-up counts: a failed hot reload keeps the old version serving.
@@ -277,7 +283,7 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
                              lifecycle)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tune_collector()  # server/heap.py: fewer collections inside a body parse
         threads.start()
         log.info("runtime starting", extra={
@@ -292,7 +298,14 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
             # answering 503 while another one already reports ready.
             await load_models()
             tasks.spawn(broadcast.watch(registry.reload))
+        # after the models in a worker (see above); its ServerReady tells loading apart
+        grpc_srv = await grpc_server.start(settings, control,
+                                           getattr(app.state, "overload", None))
         yield
+        if grpc_srv is not None:
+            # uvicorn has drained HTTP by now; calls in flight get a short grace (they take
+            # milliseconds), and the rest of the termination grace period stays unspent
+            await grpc_srv.stop(GRPC_STOP_GRACE_S)
         tasks.cancel_all()
         dropped = hot.shadow.close()  # shadow rows still queued are comparisons, not answers
         if dropped:
@@ -316,15 +329,15 @@ def create_app(settings: Settings | None = None,
     tasks = BackgroundTasks()
     threads = InferenceThreads(settings.inference_threads)
     hot = HotHandlers(registry, metrics, threads.run)
+    control = ControlHandlers(registry, metrics, hot, lifecycle, broadcast, tasks.spawn)
 
     app = FastAPI(
         title="N1V1 model serving runtime",
         version=__version__,
         description="Predictions from scikit-learn, XGBoost and LightGBM models: the native API "
         "(/predict, /predict/batch) and the Open Inference Protocol v2 (/v2/...).",
-        lifespan=_lifespan(settings, lifecycle, registry, broadcast, tasks, threads, hot),
+        lifespan=_lifespan(settings, lifecycle, registry, broadcast, tasks, threads, control),
     )
-    control = ControlHandlers(registry, metrics, hot, lifecycle, broadcast, tasks.spawn)
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics

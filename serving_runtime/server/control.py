@@ -68,13 +68,13 @@ class ControlHandlers:
         ready = self.registry.ready() and not self.lifecycle.draining  # a drain leaves
         return Reply(200 if ready else 503, {"ready": ready}, cid)  # the Service
 
-    def _model_metadata(self, cid: str, name: str, version: str | None) -> Reply:
+    def model_metadata(self, cid: str, name: str, version: str | None) -> Reply:
         try:
             return Reply(200, model_metadata_v2(self.hot.v2_model(name, version)), cid)
         except ServingError as exc:
             return self.hot.v2_error(exc, cid)
 
-    def _model_ready(self, cid: str, name: str, version: str | None) -> Reply:
+    def model_ready(self, cid: str, name: str, version: str | None) -> Reply:
         try:
             self.hot.v2_model(name, version)
         except ServingError as exc:
@@ -85,16 +85,16 @@ class ControlHandlers:
         return Reply(200 if ready else 503, {"name": name, "ready": ready}, cid)
 
     async def v2_model_metadata(self, cid: str, name: str) -> Reply:
-        return self._model_metadata(cid, name, None)
+        return self.model_metadata(cid, name, None)
 
     async def v2_model_metadata_version(self, cid: str, name: str, version: str) -> Reply:
-        return self._model_metadata(cid, name, version)
+        return self.model_metadata(cid, name, version)
 
     async def v2_model_ready(self, cid: str, name: str) -> Reply:
-        return self._model_ready(cid, name, None)
+        return self.model_ready(cid, name, None)
 
     async def v2_model_ready_version(self, cid: str, name: str, version: str) -> Reply:
-        return self._model_ready(cid, name, version)
+        return self.model_ready(cid, name, version)
 
 
 __all__ = ["ControlHandlers", "Spawn"]

@@ -227,15 +227,25 @@ class HotHandlers:
 
     async def v2_infer(self, read: BodyReader, header_cid: str | None, name: str,
                        version: str | None = None, pin: str | None = None) -> Reply:
+        async def load() -> Any:
+            return parse_json(await read())
+
+        return await self.v2_infer_body(load, header_cid, name, version, pin)
+
+    async def v2_infer_body(self, load: Callable[[], Awaitable[Any]], header_cid: str | None,
+                            name: str, version: str | None = None,
+                            pin: str | None = None) -> Reply:
+        """V2 inference with the body from `load()` (parsed JSON, or a gRPC request made
+        into it: server/grpc_server.py), which may raise a ServingError."""
         req = _Request(accepted_correlation_id(header_cid))
-        return await self._serve(req, self._v2_infer(req, read, name, version or pin),
+        return await self._serve(req, self._v2_infer(req, load, name, version or pin),
                                  "v2 inference with {model}", v2=True)
 
-    async def _v2_infer(self, req: _Request, read: BodyReader, name: str,
+    async def _v2_infer(self, req: _Request, load: Callable[[], Awaitable[Any]], name: str,
                         version: str | None) -> Outcome:
         model = self.v2_model(name, version)
         req.model = model.name
-        body = parse_json(await read())
+        body = await load()
         ch = self.challengers.get(model.name) if self.challengers else None
         if ch is not None and version is None and ch.mode == "canary":
             rid = body.get("id") if type(body) is dict else None

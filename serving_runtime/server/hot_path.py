@@ -67,6 +67,8 @@ class HotPathApp:
         self.lag = 0.0  # how late the last loop probe fired (seconds)
         self._probe: asyncio.Task[None] | None = None
         self.shed_total = 0
+        if state is not None:
+            state.overload = self  # the gRPC server (server/grpc_server.py) sheds with it
         self._arrivals = 0  # hot requests since the last loop probe
         self.recent_arrivals = 0
 
@@ -91,13 +93,24 @@ class HotPathApp:
             self.lag = min(recent)
             self.recent_arrivals, self._arrivals = self._arrivals, 0
 
+    def overloaded(self) -> bool:
+        """Count a hot request's arrival; True when it should be shed (the gRPC server
+        asks too: one loop, one verdict)."""
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._watch_loop())
+        self._arrivals += 1
+        # a late loop alone may be a model (re)load or another process; a late loop with
+        # requests piling in is overload
+        return self.lag > self.shed_lag_s > 0 and self.recent_arrivals >= SHED_MIN_ARRIVALS
+
+    def shed_message(self) -> str:
+        return f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); retry after 1 s"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.hot is not None:
             hot_route = match_hot(scope["method"], scope["path"])
             if hot_route is not None:
                 route, params = hot_route
-                if self._probe is None:
-                    self._probe = asyncio.ensure_future(self._watch_loop())
                 cid = declared = pin = None
                 for key, value in scope["headers"]:
                     if key == b"x-correlation-id" and cid is None:  # first, as Starlette
@@ -106,11 +119,7 @@ class HotPathApp:
                         declared = value
                     elif key == _PIN_HEADER and pin is None:
                         pin = value.decode("latin-1")
-                self._arrivals += 1
-                # a late loop alone may be a model (re)load or another process; a late loop
-                # with requests piling in is overload
-                if (self.lag > self.shed_lag_s > 0
-                        and self.recent_arrivals >= SHED_MIN_ARRIVALS):
+                if self.overloaded():
                     await self._shed(send, cid, v2=is_v2_path(route.path))
                     return
                 max_body = self.max_body
@@ -140,8 +149,7 @@ class HotPathApp:
         self.shed_total += 1
         # the request's id only if it follows the rule (never echo a hostile header)
         cid = accepted_correlation_id(cid) or new_correlation_id()
-        msg = (f"server overloaded (event loop {self.lag * 1000:.0f} ms behind); "
-               f"retry after 1 s")
+        msg = self.shed_message()
         doc: dict[str, Any] = {"error": msg} if v2 else {"detail": msg, "correlation_id": cid}
         headers = _RETRY_AFTER + _CLOSE_HEADERS if self.lifecycle.draining else _RETRY_AFTER
         await send_json(send, doc, 503, cid, headers)

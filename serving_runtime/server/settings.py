@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
+    grpc_port: int = Field(
+        default=8081, ge=0, le=65535,
+        description="port of the Open Inference Protocol over gRPC (same HOST); 0 = no gRPC "
+        "server (docs/grpc.md)",
+    )
     workers: int = Field(default=1, ge=1)
     inference_threads: int = Field(default_factory=available_cpus, ge=1)
     allow_unsafe_loading: bool = False

@@ -1,0 +1,148 @@
+"""The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`), on GRPC_PORT.
+
+Every RPC is answered by the REST handlers (`HotHandlers`, `ControlHandlers`): a
+`ModelInferRequest` becomes the V2 JSON body (serving_runtime.grpc_protocol), so
+validation, its messages, metrics, canary/shadow routing and correlation ids are the REST
+path's. It runs in each worker's event loop beside uvicorn, and it sheds with the hot
+path's verdict (`HotPathApp.overloaded`). Status mapping, REST -> gRPC:
+400/422 INVALID_ARGUMENT, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE,
+500 INTERNAL. The correlation id travels as `x-correlation-id` metadata both ways (the
+answer's in the trailing metadata); a challenger version is pinned with `x-model-version`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from serving_runtime import grpc_protocol as pb
+from serving_runtime.schemas import MODEL_VERSION_HEADER
+from serving_runtime.server.control import ControlHandlers
+from serving_runtime.server.handlers import Reply
+from serving_runtime.server.settings import Settings
+
+log = logging.getLogger("serving_runtime.server.grpc")
+
+_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
+          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 422: grpc.StatusCode.INVALID_ARGUMENT,
+          503: grpc.StatusCode.UNAVAILABLE}
+_CID = "x-correlation-id"
+_PIN = MODEL_VERSION_HEADER.lower()
+
+
+def status_code(http_status: int) -> grpc.StatusCode:
+    return _CODES.get(http_status, grpc.StatusCode.INTERNAL)
+
+
+def _metadata(context: aio.ServicerContext, key: str) -> str | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else None
+    return None
+
+
+class InferenceService:
+    """The six RPCs; `overload` is the hot-path app (None: never shed)."""
+
+    def __init__(self, control: ControlHandlers, overload: Any = None) -> None:
+        self.control = control
+        self.hot = control.hot
+        self.overload = overload
+
+    async def _answer(self, context: aio.ServicerContext, reply: Reply,
+                      ok: Callable[[Any], Any]) -> Any:
+        if reply.correlation_id:
+            context.set_trailing_metadata(((_CID, reply.correlation_id),))
+        if reply.status == 200:
+            return ok(reply.content)
+        content = reply.content if type(reply.content) is dict else {}
+        await context.abort(status_code(reply.status),
+                            content.get("error") or content.get("detail") or "request failed")
+
+    async def ServerLive(self, request: Any, context: aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        reply = await self.control.v2_ready("")
+        return pb.ServerReadyResponse(ready=bool(reply.content["ready"]))
+
+    async def ServerMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        doc = (await self.control.v2_server_metadata("")).content
+        return pb.ServerMetadataResponse(name=doc["name"], version=doc["version"],
+                                         extensions=doc["extensions"])
+
+    async def ModelReady(self, request: Any, context: aio.ServicerContext) -> Any:
+        reply = self.control.model_ready("", request.name,
+                                                          request.version or None)
+        if reply.status == 503 and "ready" in reply.content:  # loading or draining: an
+            return pb.ModelReadyResponse(ready=False)  # answer, not an error
+        return await self._answer(context, reply,
+                                  lambda doc: pb.ModelReadyResponse(ready=doc["ready"]))
+
+    async def ModelMetadata(self, request: Any, context: aio.ServicerContext) -> Any:
+        reply = self.control.model_metadata("", request.name,
+                                                             request.version or None)
+        return await self._answer(context, reply, pb.metadata_to_proto)
+
+    async def ModelInfer(self, request: Any, context: aio.ServicerContext) -> Any:
+        cid = _metadata(context, _CID)
+        overload = self.overload
+        if overload is not None and overload.overloaded():
+            overload.shed_total += 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, overload.shed_message())
+
+        async def load() -> dict[str, Any]:
+            return pb.request_to_v2(request)
+
+        reply = await self.hot.v2_infer_body(load, cid, request.model_name,
+                                             request.model_version or None,
+                                             _metadata(context, _PIN))
+        raw = bool(request.raw_input_contents)
+        return await self._answer(context, reply, lambda out: pb.v2_to_response(out, raw=raw))
+
+
+def _handlers(service: InferenceService) -> grpc.GenericRpcHandler:
+    def unary(name: str) -> grpc.RpcMethodHandler:
+        req_cls, resp_cls = pb.METHODS[name]
+        fn: Callable[[Any, aio.ServicerContext], Awaitable[Any]] = getattr(service, name)
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=req_cls.FromString,
+            response_serializer=resp_cls.SerializeToString)
+
+    return grpc.method_handlers_generic_handler(pb.SERVICE, {n: unary(n) for n in pb.METHODS})
+
+
+def listen_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def start(settings: Settings, control: ControlHandlers, overload: Any = None
+                ) -> aio.Server | None:
+    """The started gRPC server, or None when GRPC_PORT is 0. Raises RuntimeError naming
+    the address when the port cannot be bound."""
+    if settings.grpc_port == 0:
+        return None
+    options = [
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+        # Workers share the port (the kernel spreads connections); one process alone must
+        # not share it, so a second server on the same port is an error, not a silent split.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+    server = aio.server(options=options)
+    server.add_generic_rpc_handlers((_handlers(InferenceService(control, overload)),))
+    address = listen_address(settings.host, settings.grpc_port)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"gRPC: cannot listen on {address} (GRPC_PORT): {exc}") from exc
+    await server.start()
+    log.info("gRPC listening", extra={"address": address})
+    return server
+
+
+__all__ = ["InferenceService", "listen_address", "start", "status_code"]
