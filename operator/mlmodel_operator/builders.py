@@ -275,6 +275,7 @@ def runtime_env(owner: Owner, spec: MLModelSpec, *,
         {"name": names.ENV_PRELOAD_MODELS, "value": spec.served_name(owner.name)},
         {"name": names.ENV_HOST, "value": "0.0.0.0"},
         {"name": names.ENV_PORT, "value": str(RUNTIME_PORT)},
+        {"name": names.ENV_GRPC_PORT, "value": str(names.GRPC_PORT)},
         {
             "name": names.ENV_ALLOW_UNSAFE_LOADING,
             "value": "true" if spec.model.allowUnsafeLoading else "false",
@@ -337,7 +338,8 @@ def runtime_container(
         "image": image,
         "imagePullPolicy": spec.serving.imagePullPolicy,
         "ports": [
-            {"name": names.RUNTIME_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}
+            {"name": names.RUNTIME_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"},
+            {"name": names.GRPC_PORT_NAME, "containerPort": names.GRPC_PORT, "protocol": "TCP"},
         ],
         "env": runtime_env(owner, spec, challenger=challenger),
         "resources": resources,
@@ -497,7 +499,15 @@ def build_service(owner: Owner) -> dict[str, Any]:
                     "port": RUNTIME_PORT,
                     "targetPort": names.RUNTIME_PORT_NAME,
                     "protocol": "TCP",
-                }
+                },
+                {
+                    "name": names.GRPC_PORT_NAME,
+                    "port": names.GRPC_PORT,
+                    "targetPort": names.GRPC_PORT_NAME,
+                    "protocol": "TCP",
+                    # HTTP/2 without TLS: meshes and gateways route it as gRPC
+                    "appProtocol": "kubernetes.io/h2c",
+                },
             ],
         },
     }

@@ -1,9 +1,11 @@
 """`InferenceClient` (blocking) and `AsyncInferenceClient`: one interface, two modes.
 
 Mode, URL and timeout come from `ClientSettings` (REMOTE_INFERENCE_ENABLED / _URL /
-_TIMEOUT); constructor arguments override them. Every call carries a correlation id:
-the caller's, or a fresh uuid4 hex, sent in the body and as X-Correlation-ID so retries
-and server logs share it.
+_TIMEOUT); constructor arguments override them. A `grpc://host:port` URL speaks the Open
+Inference Protocol over gRPC (client/grpc_remote.py) instead of HTTP. Every call carries
+a correlation id: the caller's, or a fresh uuid4 hex, sent in the body and as
+X-Correlation-ID (gRPC: the request id and x-correlation-id) so retries and server logs
+share it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from serving_runtime.errors import InvalidInputError
 from serving_runtime.schemas import PredictResult
 
+from .grpc_remote import SCHEME as GRPC_SCHEME
+from .grpc_remote import AsyncGrpcTransport, GrpcTransport
 from .local import LocalModels
 from .remote import AsyncRemoteTransport, RemoteTransport, model_path
 from .retry import RetryPolicy
@@ -35,6 +40,19 @@ def _predict_request(
     """The correlation id (the caller's or a fresh one) and the encoded /predict body."""
     cid = correlation_id if correlation_id is not None else _new_correlation_id()
     return cid, encode(predict_body(model_name, features, cid))
+
+
+def _batch_calls(requests: Sequence[Mapping[str, Any]],
+                 correlation_id: str | None) -> list[tuple[str, Any, str]]:
+    """(model, features, correlation id) of each batch request, for gRPC (one ModelInfer
+    each); ids as /predict/batch gives them: the request's own, else `<id>-<index>`."""
+    cid = correlation_id if correlation_id is not None else _new_correlation_id()
+    calls: list[tuple[str, Any, str]] = []
+    for i, r in enumerate(requests):
+        if not isinstance(r, Mapping) or not isinstance(r.get("model_name"), str):
+            raise InvalidInputError(f"requests[{i}]: needs 'model_name' and 'features'")
+        calls.append((r["model_name"], r.get("features"), r.get("correlation_id") or f"{cid}-{i}"))
+    return calls
 
 
 def _batch_request(
@@ -101,8 +119,11 @@ class InferenceClient:
         self.mode: Mode = "remote" if cfg.remote else "local"
         self.url = cfg.url if cfg.remote else None
         self._remote: RemoteTransport | None = None
+        self._grpc: GrpcTransport | None = None
         self._local: LocalModels | None = None
-        if cfg.remote:
+        if cfg.remote and cfg.url.startswith(GRPC_SCHEME):
+            self._grpc = GrpcTransport(cfg.url, cfg.timeout, cfg.retry)
+        elif cfg.remote:
             self._remote = RemoteTransport(cfg.url, cfg.timeout, cfg.retry,
                                            max_connections=max_connections)
         else:
@@ -116,6 +137,9 @@ class InferenceClient:
         correlation_id: str | None = None,
     ) -> PredictResult:
         """Predict rows given as columns: `{feature name: [value per row]}`."""
+        if self._grpc is not None:
+            cid = correlation_id if correlation_id is not None else _new_correlation_id()
+            return self._grpc.predict(model_name, features, cid)
         cid, raw = _predict_request(model_name, features, correlation_id)
         if self._local is not None:
             return self._local.predict(raw, cid)  # type: ignore[return-value]
@@ -130,6 +154,9 @@ class InferenceClient:
     ) -> list[PredictResult]:
         """Several /predict bodies in one call; answers in the same order. Requests
         without their own correlation id get `<correlation_id>-<index>`."""
+        if self._grpc is not None:
+            grpc = self._grpc
+            return [grpc.predict(m, f, c) for m, f, c in _batch_calls(requests, correlation_id)]
         cid, raw = _batch_request(requests, batch_size, correlation_id)
         if self._local is not None:
             return self._local.predict_batch(raw, cid)  # type: ignore[return-value]
@@ -141,6 +168,8 @@ class InferenceClient:
         raised (it is the information asked for)."""
         if self._local is not None:
             return self._local.health()
+        if self._grpc is not None:
+            raise self._grpc.rest_only("health()")
         assert self._remote is not None
         return self._remote.request("GET", "/health", accept=frozenset({503}))
 
@@ -148,12 +177,16 @@ class InferenceClient:
         """Hot-reload a model from its folder (`{"message": "Reloading model X"}`)."""
         if self._local is not None:
             return self._local.reload(model_name)
+        if self._grpc is not None:
+            raise self._grpc.rest_only("reload()")
         assert self._remote is not None
         return self._remote.request("POST", model_path("/reload", model_name))
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
+        if self._grpc is not None:
+            self._grpc.close()
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -187,8 +220,11 @@ class AsyncInferenceClient:
         self.mode: Mode = "remote" if cfg.remote else "local"
         self.url = cfg.url if cfg.remote else None
         self._remote: AsyncRemoteTransport | None = None
+        self._grpc: AsyncGrpcTransport | None = None
         self._local: LocalModels | None = None
-        if cfg.remote:
+        if cfg.remote and cfg.url.startswith(GRPC_SCHEME):
+            self._grpc = AsyncGrpcTransport(cfg.url, cfg.timeout, cfg.retry)
+        elif cfg.remote:
             self._remote = AsyncRemoteTransport(cfg.url, cfg.timeout, cfg.retry,
                                                 max_connections=max_connections)
         else:
@@ -214,6 +250,9 @@ class AsyncInferenceClient:
         features: Mapping[str, Sequence[float]] | Mapping[str, Any],
         correlation_id: str | None = None,
     ) -> PredictResult:
+        if self._grpc is not None:
+            cid = correlation_id if correlation_id is not None else _new_correlation_id()
+            return await self._grpc.predict(model_name, features, cid)
         cid, raw = _predict_request(model_name, features, correlation_id)
         if self._local is not None:
             await self._ensure_loaded([model_name])
@@ -227,6 +266,10 @@ class AsyncInferenceClient:
         batch_size: int | None = None,
         correlation_id: str | None = None,
     ) -> list[PredictResult]:
+        if self._grpc is not None:
+            grpc = self._grpc  # one HTTP/2 connection: the calls go concurrently
+            return list(await asyncio.gather(*(grpc.predict(m, f, c) for m, f, c
+                                               in _batch_calls(requests, correlation_id))))
         cid, raw = _batch_request(requests, batch_size, correlation_id)
         if self._local is not None:
             await self._ensure_loaded(
@@ -238,18 +281,24 @@ class AsyncInferenceClient:
     async def health(self) -> dict[str, Any]:
         if self._local is not None:
             return self._local.health()
+        if self._grpc is not None:
+            raise self._grpc.rest_only("health()")
         assert self._remote is not None
         return await self._remote.request("GET", "/health", accept=frozenset({503}))
 
     async def reload(self, model_name: str) -> dict[str, Any]:
         if self._local is not None:
             return await asyncio.to_thread(self._local.reload, model_name)
+        if self._grpc is not None:
+            raise self._grpc.rest_only("reload()")
         assert self._remote is not None
         return await self._remote.request("POST", model_path("/reload", model_name))
 
     async def aclose(self) -> None:
         if self._remote is not None:
             await self._remote.aclose()
+        if self._grpc is not None:
+            await self._grpc.aclose()
 
     async def __aenter__(self) -> AsyncInferenceClient:
         return self

@@ -439,6 +439,9 @@ def predict_batch_from_body(
 
 V2_OUTPUT_PREDICT = "predict"
 V2_OUTPUT_PROBA = "predict_proba"
+#: parameter of the predict_proba output: its columns' class keys (the /predict probabilities keys),
+#: as a JSON list
+V2_CLASSES_PARAMETER = "classes"
 # The datatypes a tree model takes and the values each admits: integers within the type's
 # range (an integral JSON number such as 3.0 counts), BOOL true/false (as 0/1), floats
 # within the type's range. Whatever the datatype, the values then meet the float32 rule of
@@ -685,7 +688,12 @@ def infer_v2(
         arr = labels if w == V2_OUTPUT_PREDICT else proba
         if arr is None:  # has_proba promised probabilities: a runtime bug, not the request's
             raise RuntimeError(f"model {model.name} returned no probabilities")
-        tensors.append(_v2_tensor(w, arr))
+        tensor = _v2_tensor(w, arr)
+        if w == V2_OUTPUT_PROBA and model.class_keys is not None:
+            # which column is which class: a JSON list (V2 parameters hold scalars only)
+            tensor["parameters"][V2_CLASSES_PARAMETER] = orjson.dumps(
+                list(model.class_keys)).decode()
+        tensors.append(tensor)
     return {
         "model_name": model.name,
         "model_version": model.version,

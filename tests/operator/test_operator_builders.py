@@ -88,7 +88,9 @@ def test_default_deployment():
     assert dep["spec"]["progressDeadlineSeconds"] == 600
     c = runtime(dep)
     assert c["image"] == IMAGE
-    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                          {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
+    assert {"name": "GRPC_PORT", "value": "8081"} in c["env"]
     e = env(c)
     assert e["MODELS_DIR"] == "/app/models"
     assert e["PRELOAD_MODELS"] == "fraud"
@@ -415,8 +417,14 @@ def test_service():
     svc = builders.build_service(OWNER)
     assert svc["spec"]["selector"] == builders.selector_labels("fraud")
     assert svc["spec"]["ports"] == [
-        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "kubernetes.io/h2c"},
     ]
+    # every Service port reaches a named container port
+    pod = builders.build_deployment(OWNER, spec(), "img")["spec"]["template"]["spec"]
+    named = {p["name"] for c in pod["containers"] for p in c.get("ports", [])}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= named
     assert builders.service_url("fraud", "team-a") == "http://fraud.team-a.svc.cluster.local:8000"
 
 

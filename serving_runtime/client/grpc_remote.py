@@ -1,0 +1,244 @@
+"""Remote mode over gRPC: `REMOTE_INFERENCE_URL=grpc://host:8081` (the runtime's GRPC_PORT).
+
+`predict` sends one `ModelInfer` with one FP64 input per feature (raw little-endian, as
+tritonclient sends) and asks for `predict` and, for classifiers, `predict_proba`; the
+answer is turned back into the /predict result: the same prediction, probabilities and
+confidence values as REST and local mode. Differences, by design: `latency_ms` is the
+round trip this client measured (the protocol carries no server time); `health()` and
+`reload()` are REST-only calls and raise. Retries follow the REST transport's rule:
+UNAVAILABLE (a refused or broken connection, a shed or loading server) is retried up to
+the policy's attempts, nothing else; a deadline is never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+import orjson
+from grpc import aio
+
+from serving_runtime import grpc_protocol as pb
+from serving_runtime.errors import InvalidInputError, ServingError
+from serving_runtime.models.inference import (
+    V2_CLASSES_PARAMETER,
+    V2_OUTPUT_PREDICT,
+    V2_OUTPUT_PROBA,
+    valid_correlation_id,
+)
+from serving_runtime.schemas import PredictResult
+
+from .errors import (
+    InferenceTimeoutError,
+    ServerError,
+    ServiceUnavailableError,
+    error_for_status,
+)
+from .retry import RetryPolicy
+
+SCHEME = "grpc://"
+_CID = "x-correlation-id"
+_HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
+                grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
+                grpc.StatusCode.INTERNAL: 500}
+_OPTIONS = [("grpc.max_receive_message_length", -1),
+            ("grpc.keepalive_time_ms", 30_000)]  # a dead pod shows without a request
+
+
+def target_of(url: str) -> str:
+    """`grpc://host:port` -> `host:port`."""
+    rest = url[len(SCHEME):].rstrip("/")
+    if not rest or "/" in rest:
+        raise ValueError(f"a gRPC URL is grpc://host:port, got {url!r}")
+    return rest
+
+
+def _column(values: Any) -> np.ndarray | None:
+    """The values as float64, or None when they are not all numbers (strings, None, ...:
+    numpy would read "5.1" as 5.1, which the server never does)."""
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged nesting
+        return None
+    if arr.dtype.kind not in "biuf":
+        return None
+    return arr.astype(np.float64).reshape(-1)
+
+
+def infer_request(model_name: str, features: Mapping[str, Any], correlation_id: str,
+                  outputs: list[str]) -> Any:
+    """The `ModelInferRequest` of a /predict call: one FP64 input per feature. Refused
+    here, with /predict's words: no columns, and values that are not numbers."""
+    if not isinstance(features, Mapping):
+        raise InvalidInputError("'features' must be an object of feature name -> values")
+    if not features:
+        raise InvalidInputError("'features' has no columns")
+    columns = {str(k): _column(v) for k, v in features.items()}
+    bad = [k for k, v in columns.items() if v is None]
+    if bad:
+        raise InvalidInputError(f"non-numeric values in features: {', '.join(bad)}")
+    body = {"id": correlation_id,
+            "inputs": [{"name": k, "shape": [len(v), 1], "datatype": "FP64", "data": v}
+                       for k, v in columns.items() if v is not None],
+            "outputs": [{"name": o} for o in outputs]}
+    return pb.v2_to_request(body, model_name)
+
+
+def _request(model_name: str, features: Mapping[str, Any], cid: str,
+             outputs: list[str]) -> Any:
+    try:
+        return infer_request(model_name, features, cid, outputs)
+    except ServingError as exc:
+        exc.correlation_id = cid  # type: ignore[attr-defined]  # as the server's errors
+        raise
+
+
+def wanted_outputs(metadata: Any) -> list[str]:
+    """predict, and predict_proba when the model (its ModelMetadata) has it."""
+    have = {o.name for o in metadata.outputs}
+    return [V2_OUTPUT_PREDICT] + ([V2_OUTPUT_PROBA] if V2_OUTPUT_PROBA in have else [])
+
+
+def predict_result(resp: Any, correlation_id: str, seconds: float) -> PredictResult:
+    out = {o["name"]: o for o in pb.response_to_v2(resp)["outputs"]}
+    labels = out[V2_OUTPUT_PREDICT]["data"]
+    proba = out.get(V2_OUTPUT_PROBA)
+    probabilities = confidence = None
+    if proba is not None:
+        (params,) = [o.parameters for o in resp.outputs if o.name == V2_OUTPUT_PROBA]
+        keys = orjson.loads(params[V2_CLASSES_PARAMETER].string_param)
+        m = np.asarray(proba["data"], dtype=np.float64).reshape(proba["shape"])
+        probabilities = {k: m[:, i].tolist() for i, k in enumerate(keys)}
+        confidence = m.max(axis=1).tolist()
+    return {"prediction": labels, "confidence": confidence, "probabilities": probabilities,
+            "correlation_id": correlation_id, "model_version": resp.model_version,
+            "latency_ms": seconds * 1000.0}
+
+
+def _method(channel: Any, name: str) -> Any:
+    req_cls, resp_cls = pb.METHODS[name]
+    return channel.unary_unary(f"/{pb.SERVICE}/{name}",
+                               request_serializer=req_cls.SerializeToString,
+                               response_deserializer=resp_cls.FromString)
+
+
+class _Retry(Exception):
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
+def _raise(policy: RetryPolicy, attempt: int, where: str, timeout: float,
+           exc: grpc.RpcError, correlation_id: str) -> None:
+    code = exc.code()
+    details = exc.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE:
+        if attempt + 1 < policy.attempts:
+            raise _Retry(policy.delay(attempt)) from exc
+        raise ServiceUnavailableError(f"{where}: {details}",
+                                      correlation_id=correlation_id) from exc
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        raise InferenceTimeoutError(f"no answer from {where} within {timeout:g}s",
+                                    correlation_id=correlation_id) from exc
+    status = _HTTP_STATUS.get(code)
+    if status is None:
+        raise ServerError(f"{where}: {code.name}: {details}",
+                          correlation_id=correlation_id) from exc
+    raise error_for_status(status, details, correlation_id=correlation_id) from exc
+
+
+def _metadata(cid: str) -> tuple[tuple[str, str], ...]:
+    # only an id the server may echo travels as metadata; the request's `id` carries it too
+    return ((_CID, cid),) if valid_correlation_id(cid) else ()
+
+
+def _rest_only(what: str) -> ServingError:
+    return ServerError(f"{what} is a REST call; this client speaks gRPC ({SCHEME}...): "
+                       f"use the runtime's http:// URL for it")
+
+
+class GrpcTransport:
+    """Blocking gRPC transport; thread-safe (one channel, HTTP/2 multiplexed)."""
+
+    def __init__(self, url: str, timeout: float, policy: RetryPolicy) -> None:
+        self.url, self.timeout, self.policy = url, timeout, policy
+        self._channel = grpc.insecure_channel(target_of(url), options=_OPTIONS)
+        self._infer = _method(self._channel, "ModelInfer")
+        self._meta = _method(self._channel, "ModelMetadata")
+        self._outputs: dict[str, list[str]] = {}  # model -> outputs to ask for
+
+    def _call(self, fn: Any, request: Any, cid: str) -> Any:
+        for attempt in range(self.policy.attempts):
+            try:
+                return fn(request, timeout=self.timeout, metadata=_metadata(cid))
+            except grpc.RpcError as exc:
+                try:
+                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid)
+                except _Retry as retry:
+                    time.sleep(retry.delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def predict(self, model_name: str, features: Mapping[str, Any],
+                correlation_id: str) -> PredictResult:
+        outputs = self._outputs.get(model_name)
+        if outputs is None:  # once per model: is it a classifier?
+            meta = self._call(self._meta, pb.ModelMetadataRequest(name=model_name),
+                              correlation_id)
+            outputs = self._outputs[model_name] = wanted_outputs(meta)
+        request = _request(model_name, features, correlation_id, outputs)
+        t0 = time.perf_counter()
+        resp = self._call(self._infer, request, correlation_id)
+        return predict_result(resp, correlation_id, time.perf_counter() - t0)
+
+    def rest_only(self, what: str) -> ServingError:
+        return _rest_only(what)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class AsyncGrpcTransport:
+    """asyncio gRPC transport (grpc.aio) for engines running an event loop."""
+
+    def __init__(self, url: str, timeout: float, policy: RetryPolicy) -> None:
+        self.url, self.timeout, self.policy = url, timeout, policy
+        self._channel = aio.insecure_channel(target_of(url), options=_OPTIONS)
+        self._infer = _method(self._channel, "ModelInfer")
+        self._meta = _method(self._channel, "ModelMetadata")
+        self._outputs: dict[str, list[str]] = {}
+
+    async def _call(self, fn: Any, request: Any, cid: str) -> Any:
+        for attempt in range(self.policy.attempts):
+            try:
+                return await fn(request, timeout=self.timeout, metadata=_metadata(cid))
+            except grpc.RpcError as exc:
+                try:
+                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid)
+                except _Retry as retry:
+                    await asyncio.sleep(retry.delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def predict(self, model_name: str, features: Mapping[str, Any],
+                      correlation_id: str) -> PredictResult:
+        outputs = self._outputs.get(model_name)
+        if outputs is None:
+            meta = await self._call(self._meta, pb.ModelMetadataRequest(name=model_name),
+                                    correlation_id)
+            outputs = self._outputs[model_name] = wanted_outputs(meta)
+        request = _request(model_name, features, correlation_id, outputs)
+        t0 = time.perf_counter()
+        resp = await self._call(self._infer, request, correlation_id)
+        return predict_result(resp, correlation_id, time.perf_counter() - t0)
+
+    def rest_only(self, what: str) -> ServingError:
+        return _rest_only(what)
+
+    async def aclose(self) -> None:
+        await self._channel.close()
+
+
+__all__ = ["SCHEME", "AsyncGrpcTransport", "GrpcTransport", "infer_request",
+           "predict_result", "target_of", "wanted_outputs"]
