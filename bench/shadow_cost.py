@@ -252,9 +252,9 @@ async def _pool(port: int, request: bytes, seconds: float) -> tuple[list[float],
     return lat, status
 
 
-def builtin_load(port: int, body: bytes, seconds: float) -> Load:
+def builtin_load(port: int, body: bytes, seconds: float, path: str = "/predict") -> Load:
     """16 keep-alive connections for `seconds`, from this process (uvloop when present)."""
-    request = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                ).encode() + body
     try:

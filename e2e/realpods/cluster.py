@@ -41,6 +41,14 @@ def cluster_url(realpods, name: str) -> str:
     return f"http://{svc['spec']['clusterIP']}:8000"
 
 
+def cluster_grpc_url(realpods, name: str) -> str:
+    """The Service's gRPC port, as the engine's client takes it."""
+    svc = realpods.get("service", name)
+    assert svc is not None, f"Service {name} missing"
+    (port,) = [p["port"] for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    return f"grpc://{svc['spec']['clusterIP']}:{port}"
+
+
 def wait_service_answers(url: str, times: int = 5, timeout: float = 30) -> None:
     """The Service's ClusterIP answers readiness `times` times in a row. An EndpointSlice can
     say ready a moment before kube-proxy has programmed it (until then the ClusterIP rejects
@@ -69,8 +77,10 @@ def ready_endpoints(realpods, name: str) -> list[str]:
 
 
 def assert_remote_equals_local(url: str, models_dir: Path, model: str, names: list[str]) -> None:
-    """ROWS rows through the Service and in-process: identical answers, row for row."""
-    wait_service_answers(url)
+    """ROWS rows through the Service (REST, or gRPC for a grpc:// URL) and in-process:
+    identical answers, row for row."""
+    if not url.startswith("grpc://"):
+        wait_service_answers(url)
     data = rows(names, ROWS)
     no_retry = RetryPolicy(retries=0)  # a failure must show, not be retried away
     with InferenceClient(remote=True, url=url, retry=no_retry, timeout=10) as remote, \

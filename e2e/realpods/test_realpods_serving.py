@@ -13,7 +13,12 @@ import time
 
 from e2e.helpers import free_port, kubectl
 from e2e.mlmodels import base_mlmodel
-from e2e.realpods.cluster import assert_remote_equals_local, cluster_url, ready_endpoints
+from e2e.realpods.cluster import (
+    assert_remote_equals_local,
+    cluster_grpc_url,
+    cluster_url,
+    ready_endpoints,
+)
 from e2e.realpods.models import (
     configmap_folder,
     escaping_archive,
@@ -26,7 +31,9 @@ from e2e.realpods.models import (
 
 
 def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):
-    """examples/xgboost-configmap.yaml: the ConfigMap folder, fetched by the init container."""
+    """examples/xgboost-configmap.yaml: the ConfigMap folder, fetched by the init container;
+    the same answers through the Service over REST and over gRPC (the engine's client with
+    a grpc:// URL, and Triton's own client against the V2 REST answer)."""
     configmap, mlmodel = example("xgboost-configmap.yaml")
     realpods.apply(configmap)
     t0 = time.monotonic()
@@ -37,7 +44,34 @@ def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):
     models_dir = tmp_path / "models"
     folder = configmap_folder(configmap, models_dir, "tiny-xgb")
     names = json.loads((folder / "metadata.json").read_text())["feature_names"]
-    assert_remote_equals_local(cluster_url(realpods, "tiny-xgb"), models_dir, "tiny-xgb", names)
+    url = cluster_url(realpods, "tiny-xgb")
+    assert_remote_equals_local(url, models_dir, "tiny-xgb", names)
+    grpc_url = cluster_grpc_url(realpods, "tiny-xgb")
+    assert_remote_equals_local(grpc_url, models_dir, "tiny-xgb", names)
+    assert_triton_equals_rest(url, grpc_url, "tiny-xgb", len(names))
+
+
+def assert_triton_equals_rest(url: str, grpc_url: str, model: str, n_features: int) -> None:
+    import httpx
+    import numpy as np
+    import tritonclient.grpc as tg
+
+    X = np.random.default_rng(3).normal(size=(64, n_features))
+    client = tg.InferenceServerClient(grpc_url.removeprefix("grpc://"))
+    try:
+        assert client.is_server_ready() and client.is_model_ready(model)
+        inp = tg.InferInput("input-0", list(X.shape), "FP64")
+        inp.set_data_from_numpy(X)
+        outs = ["predict", "predict_proba"]
+        got = client.infer(model, [inp], outputs=[tg.InferRequestedOutput(o) for o in outs])
+    finally:
+        client.close()
+    rest = httpx.post(f"{url}/v2/models/{model}/infer", timeout=10, json={
+        "inputs": [{"name": "input-0", "shape": list(X.shape), "datatype": "FP64",
+                    "data": X.ravel().tolist()}],
+        "outputs": [{"name": o} for o in outs]}).json()
+    for o in rest["outputs"]:
+        assert got.as_numpy(o["name"]).ravel().tolist() == o["data"], o["name"]
 
 
 def test_https_example_over_the_test_host(realpods, on_real_node, https_model_site, tmp_path):
