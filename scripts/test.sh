@@ -14,6 +14,8 @@ echo "[test] chart CRD copy matches crds/"
 .venv/bin/python scripts/gen_chart_crd.py --check
 echo "[test] docs/crd-reference.md matches crds/"
 .venv/bin/python scripts/crd_reference.py --check
+echo "[test] the gRPC descriptor matches its .proto"
+.venv/bin/python scripts/gen_grpc_descriptor.py --check
 # tests/chart renders the chart with the pinned helm before any cluster exists.
 e2e/cluster/build helm
 # tests/tools/test_demo.py runs the curl commands `make demo` prints.
