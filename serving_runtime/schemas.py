@@ -90,6 +90,45 @@ class PredictResult(TypedDict):
     latency_ms: float
 
 
+class OutputExplanation(BaseModel):
+    """One explained output: `base_value + sum(contributions[f][row] for f)` is the
+    model's output for that row (in the space `ExplainResponse.output` names)."""
+
+    base_value: float
+    contributions: dict[str, list[float]]  # feature name -> one value per row
+
+
+class ExplainResponse(BaseModel):
+    """`POST /explain` (the /predict body): exact TreeSHAP per row and feature.
+    `explanations` is keyed `value` for a model with one output (a regressor), else by
+    the class key (`class_<label>`) each output belongs to: every class for a forest
+    or a multi-class boosted model, the positive class for a binary boosted one.
+    `output`: what the contributions add up to: `probability` (forest classifiers),
+    `value` (forest and tree regressors) or `margin` (boosted models: log-odds of the
+    positive class, the softmax inputs of each class, a regressor's raw score)."""
+
+    output: Literal["probability", "value", "margin"]
+    explanations: dict[str, OutputExplanation]
+    correlation_id: str
+    model_version: str
+    latency_ms: float
+
+
+class OutputExplanationResult(TypedDict):
+    base_value: float
+    contributions: dict[str, list[float]]
+
+
+class ExplainResult(TypedDict):
+    """The plain-dict view of `ExplainResponse`. Change the two together."""
+
+    output: str
+    explanations: dict[str, OutputExplanationResult]
+    correlation_id: str
+    model_version: str
+    latency_ms: float
+
+
 class BatchRequest(BaseModel):
     """`POST /predict/batch`: answered with a list of PredictResponse, in order.
 

@@ -49,6 +49,29 @@ def test_configmap_example_serves_like_local(realpods, on_real_node, tmp_path):
     grpc_url = cluster_grpc_url(realpods, "tiny-xgb")
     assert_remote_equals_local(grpc_url, models_dir, "tiny-xgb", names)
     assert_triton_equals_rest(url, grpc_url, "tiny-xgb", len(names))
+    assert_explanations_equal_local(url, grpc_url, models_dir, "tiny-xgb", names)
+
+
+def assert_explanations_equal_local(url: str, grpc_url: str, models_dir, model: str,
+                                    names: list[str]) -> None:
+    """POST /explain through the Service, over REST and gRPC, equals in-process TreeSHAP."""
+    import numpy as np
+
+    from e2e.realpods.models import rows
+    from serving_runtime.client import InferenceClient
+
+    data = rows(names, 50, seed=4)
+    want = InferenceClient(remote=False, models_dir=models_dir).explain(model, data, "why-1")
+    for remote in (url, grpc_url):
+        with InferenceClient(remote=True, url=remote, timeout=10) as client:
+            got = client.explain(model, data, "why-1")
+        assert got["output"] == want["output"] == "margin"
+        for key, e in want["explanations"].items():
+            g = got["explanations"][key]
+            np.testing.assert_allclose(g["base_value"], e["base_value"], rtol=1e-12)
+            for n in names:
+                np.testing.assert_allclose(g["contributions"][n], e["contributions"][n],
+                                           rtol=1e-12, atol=1e-15)
 
 
 def assert_triton_equals_rest(url: str, grpc_url: str, model: str, n_features: int) -> None:

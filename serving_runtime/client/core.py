@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from serving_runtime.errors import InvalidInputError
-from serving_runtime.schemas import PredictResult
+from serving_runtime.schemas import ExplainResult, PredictResult
 
 from .grpc_remote import SCHEME as GRPC_SCHEME
 from .grpc_remote import AsyncGrpcTransport, GrpcTransport
@@ -146,6 +146,23 @@ class InferenceClient:
         assert self._remote is not None
         return self._remote.request("POST", "/predict", raw, cid)
 
+    def explain(
+        self,
+        model_name: str,
+        features: Mapping[str, Sequence[float]] | Mapping[str, Any],
+        correlation_id: str | None = None,
+    ) -> ExplainResult:
+        """Exact TreeSHAP of the rows `predict` takes: per output (class), the base value
+        and each feature's contribution per row (docs/explanations.md)."""
+        if self._grpc is not None:
+            cid = correlation_id if correlation_id is not None else _new_correlation_id()
+            return self._grpc.explain(model_name, features, cid)
+        cid, raw = _predict_request(model_name, features, correlation_id)
+        if self._local is not None:
+            return self._local.explain(raw, cid)  # type: ignore[return-value]
+        assert self._remote is not None
+        return self._remote.request("POST", "/explain", raw, cid)
+
     def predict_batch(
         self,
         requests: Sequence[Mapping[str, Any]],
@@ -259,6 +276,23 @@ class AsyncInferenceClient:
             return self._local.predict(raw, cid)  # type: ignore[return-value]
         assert self._remote is not None
         return await self._remote.request("POST", "/predict", raw, cid)
+
+    async def explain(
+        self,
+        model_name: str,
+        features: Mapping[str, Sequence[float]] | Mapping[str, Any],
+        correlation_id: str | None = None,
+    ) -> ExplainResult:
+        if self._grpc is not None:
+            cid = correlation_id if correlation_id is not None else _new_correlation_id()
+            return await self._grpc.explain(model_name, features, cid)
+        cid, raw = _predict_request(model_name, features, correlation_id)
+        if self._local is not None:
+            await self._ensure_loaded([model_name])
+            # milliseconds to seconds of numpy work: off the event loop
+            return await asyncio.to_thread(self._local.explain, raw, cid)  # type: ignore
+        assert self._remote is not None
+        return await self._remote.request("POST", "/explain", raw, cid)
 
     async def predict_batch(
         self,

@@ -26,11 +26,12 @@ from serving_runtime import grpc_protocol as pb
 from serving_runtime.errors import InvalidInputError, ServingError
 from serving_runtime.models.inference import (
     V2_CLASSES_PARAMETER,
+    V2_OUTPUT_CONTRIBUTIONS,
     V2_OUTPUT_PREDICT,
     V2_OUTPUT_PROBA,
     valid_correlation_id,
 )
-from serving_runtime.schemas import PredictResult
+from serving_runtime.schemas import ExplainResult, PredictResult
 
 from .errors import (
     InferenceTimeoutError,
@@ -126,6 +127,26 @@ def _method(channel: Any, name: str) -> Any:
                                response_deserializer=resp_cls.FromString)
 
 
+def explain_result(resp: Any, correlation_id: str, seconds: float) -> ExplainResult:
+    """The `contributions` output as the /explain result."""
+    (tensor,) = [o for o in resp.outputs if o.name == V2_OUTPUT_CONTRIBUTIONS]
+    params = pb.parameters_to_dict(tensor.parameters)
+    features = orjson.loads(params["features"])[:-1]
+    keys = orjson.loads(params["outputs"])
+    (out,) = [o for o in pb.response_to_v2(resp)["outputs"]
+              if o["name"] == V2_OUTPUT_CONTRIBUTIONS]
+    m = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
+    if m.ndim == 2:
+        m = m[:, None, :]
+    return {"output": params["output"],
+            "explanations": {key: {"base_value": float(m[0, k, -1]),
+                                   "contributions": {f: m[:, k, j].tolist()
+                                                     for j, f in enumerate(features)}}
+                             for k, key in enumerate(keys)},
+            "correlation_id": correlation_id, "model_version": resp.model_version,
+            "latency_ms": seconds * 1000.0}
+
+
 class _Retry(Exception):
     def __init__(self, delay: float) -> None:
         self.delay = delay
@@ -193,6 +214,13 @@ class GrpcTransport:
         resp = self._call(self._infer, request, correlation_id)
         return predict_result(resp, correlation_id, time.perf_counter() - t0)
 
+    def explain(self, model_name: str, features: Mapping[str, Any],
+                correlation_id: str) -> ExplainResult:
+        request = _request(model_name, features, correlation_id, [V2_OUTPUT_CONTRIBUTIONS])
+        t0 = time.perf_counter()
+        resp = self._call(self._infer, request, correlation_id)
+        return explain_result(resp, correlation_id, time.perf_counter() - t0)
+
     def rest_only(self, what: str) -> ServingError:
         return _rest_only(what)
 
@@ -233,6 +261,13 @@ class AsyncGrpcTransport:
         resp = await self._call(self._infer, request, correlation_id)
         return predict_result(resp, correlation_id, time.perf_counter() - t0)
 
+    async def explain(self, model_name: str, features: Mapping[str, Any],
+                      correlation_id: str) -> ExplainResult:
+        request = _request(model_name, features, correlation_id, [V2_OUTPUT_CONTRIBUTIONS])
+        t0 = time.perf_counter()
+        resp = await self._call(self._infer, request, correlation_id)
+        return explain_result(resp, correlation_id, time.perf_counter() - t0)
+
     def rest_only(self, what: str) -> ServingError:
         return _rest_only(what)
 
@@ -240,5 +275,5 @@ class AsyncGrpcTransport:
         await self._channel.close()
 
 
-__all__ = ["SCHEME", "AsyncGrpcTransport", "GrpcTransport", "infer_request",
+__all__ = ["SCHEME", "AsyncGrpcTransport", "GrpcTransport", "explain_result", "infer_request",
            "predict_result", "target_of", "wanted_outputs"]

@@ -18,10 +18,13 @@ from serving_runtime.errors import ModelNotFoundError, ServingError
 from serving_runtime.models.folder import LoadedModel, load_model
 from serving_runtime.models.folder_format import METADATA_FILE, is_valid_model_name
 from serving_runtime.models.inference import (
+    accepted_correlation_id,
     model_name_of,
     parse_json,
     predict_batch_from_body,
     predict_from_body,
+    prepare_predict,
+    run_explain,
 )
 from serving_runtime.schemas import health_document
 
@@ -151,6 +154,16 @@ class LocalModels:
             return predict_from_body(model, body, correlation_id=correlation_id)
         except ServingError as exc:
             exc.correlation_id = correlation_id  # type: ignore[attr-defined]  # as remote
+            raise
+
+    def explain(self, raw: bytes, correlation_id: str | None) -> dict[str, Any]:
+        try:
+            body = self._parse(raw)
+            model = self.get(model_name_of(body))
+            return run_explain(prepare_predict(
+                model, body, correlation_id=accepted_correlation_id(correlation_id)))
+        except ServingError as exc:
+            exc.correlation_id = correlation_id  # type: ignore[attr-defined]
             raise
 
     def predict_batch(self, raw: bytes, correlation_id: str | None) -> list[dict[str, Any]]:

@@ -37,7 +37,12 @@ from serving_runtime.models.folder_format import (
     validate_model_name,
 )
 from serving_runtime.models.runtimes import framework_of, runtime_class
-from serving_runtime.models.runtimes.base import MAX_FEATURES, ModelRuntime
+from serving_runtime.models.runtimes.base import (
+    MAX_FEATURES,
+    Explanation,
+    ModelRuntime,
+    NotExplainable,
+)
 from serving_runtime.models.runtimes.native_errors import clean_native_error
 from serving_runtime.models.trees.accelerate import CHECK_ROWS, FastPathStatus, accelerate
 
@@ -85,6 +90,14 @@ class LoadedModel:
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(predictions, probabilities or None) for a validated (rows, n_features) matrix."""
         return self.runtime.predict(X)
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        """Exact TreeSHAP of a validated matrix; InvalidInputError (422) for a model
+        without trees, naming it."""
+        try:
+            return self.runtime.explain(X)
+        except NotExplainable as exc:
+            raise InvalidInputError(f"model {self.name} cannot be explained: {exc}") from None
 
 
 def load_model(

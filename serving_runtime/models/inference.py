@@ -32,6 +32,7 @@ from serving_runtime.models.features import (
     name_list,
 )
 from serving_runtime.models.folder import LoadedModel
+from serving_runtime.models.runtimes.base import Explanation
 
 _PREDICT_FIELDS = frozenset(("model_name", "features", "correlation_id"))
 _BATCH_FIELDS = frozenset(("requests", "batch_size"))
@@ -439,9 +440,11 @@ def predict_batch_from_body(
 
 V2_OUTPUT_PREDICT = "predict"
 V2_OUTPUT_PROBA = "predict_proba"
-#: parameter of the predict_proba output: its columns' class keys (the /predict probabilities keys),
-#: as a JSON list
+#: parameter of the predict_proba output: its columns' class keys (the /predict
+#: probabilities keys), as a JSON list
 V2_CLASSES_PARAMETER = "classes"
+#: the TreeSHAP output (docs/explanations.md), on request only
+V2_OUTPUT_CONTRIBUTIONS = "contributions"
 # The datatypes a tree model takes and the values each admits: integers within the type's
 # range (an integral JSON number such as 3.0 counts), BOOL true/false (as 0/1), floats
 # within the type's range. Whatever the datatype, the values then meet the float32 rule of
@@ -674,7 +677,8 @@ def infer_v2(
                 raise InvalidInputError(f"outputs[{k}]: 'parameters' must be an object")
         if outputs:
             wanted = [o["name"] for o in outputs]
-    available = [V2_OUTPUT_PREDICT] + ([V2_OUTPUT_PROBA] if model.has_proba else [])
+    available = ([V2_OUTPUT_PREDICT] + ([V2_OUTPUT_PROBA] if model.has_proba else [])
+                 + [V2_OUTPUT_CONTRIBUTIONS])
     unknown = [w for w in wanted if w not in available]
     if unknown:
         raise InvalidInputError(
@@ -685,6 +689,9 @@ def infer_v2(
     labels, proba = model.predict(X)
     tensors = []
     for w in wanted:
+        if w == V2_OUTPUT_CONTRIBUTIONS:
+            tensors.append(_v2_contributions(model, model.explain(X)))
+            continue
         arr = labels if w == V2_OUTPUT_PREDICT else proba
         if arr is None:  # has_proba promised probabilities: a runtime bug, not the request's
             raise RuntimeError(f"model {model.name} returned no probabilities")
@@ -701,6 +708,49 @@ def infer_v2(
         "parameters": {},
         "outputs": tensors,
     }
+
+
+def _v2_contributions(model: LoadedModel, e: Explanation) -> dict[str, Any]:
+    """The `contributions` output: per row (and output), each feature's contribution and
+    the base value last, as XGBoost's pred_contribs: [rows, features + 1] for one output,
+    [rows, outputs, features + 1] for several."""
+    rows = e.contributions.shape[0]
+    full = np.concatenate(
+        [np.moveaxis(e.contributions, 2, 1),
+         np.broadcast_to(e.base[None, :, None], (rows, len(e.base), 1))], axis=2)
+    if full.shape[1] == 1:
+        full = full[:, 0, :]
+    tensor = _v2_tensor(V2_OUTPUT_CONTRIBUTIONS, full)
+    tensor["parameters"].update({
+        "output": e.output,
+        "features": orjson.dumps([*model.feature_names, "base_value"]).decode(),
+        "outputs": orjson.dumps(_explained_keys(model, e)).decode()})
+    return tensor
+
+
+def _explained_keys(model: LoadedModel, e: Explanation) -> list[str]:
+    if e.classes is None or model.class_keys is None:
+        return ["value"]
+    return [model.class_keys[c] for c in e.classes]
+
+
+def run_explain(prepared: PreparedPredict) -> dict[str, Any]:
+    """A prepared /predict request explained: the /explain response dict."""
+    model = prepared.model
+    e = model.explain(prepared.X)
+    names = model.feature_names
+    out: dict[str, Any] = {
+        "output": e.output,
+        "explanations": {
+            key: {"base_value": float(e.base[k]),
+                  "contributions": {f: e.contributions[:, j, k].tolist()
+                                    for j, f in enumerate(names)}}
+            for k, key in enumerate(_explained_keys(model, e))},
+        "correlation_id": prepared.correlation_id,
+        "model_version": model.version,
+    }
+    out["latency_ms"] = (time.perf_counter() - prepared.started) * 1000.0
+    return out
 
 
 def model_metadata_v2(model: LoadedModel) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from serving_runtime.models.inference import (
     prepare_batch,
     prepare_predict,
     run_batch,
+    run_explain,
     run_predict,
     run_predict_keeping_outputs,
     valid_correlation_id,
@@ -138,7 +139,7 @@ class HotHandlers:
     # --- the one scaffold: in-flight gauge, outcome counters, latency, error shapes ------
 
     async def _serve(self, req: _Request, work: Awaitable[Outcome], what: str, *,
-                     v2: bool = False) -> Reply:
+                     v2: bool = False, timed: bool = True) -> Reply:
         started = time.perf_counter()
         metrics = self.metrics
         metrics.in_flight.inc()
@@ -159,7 +160,8 @@ class HotHandlers:
         for name, count in answered:
             ok, _, _, latency = metrics.for_model(name)
             ok.inc(count)
-            latency.observe(elapsed)
+            if timed:
+                latency.observe(elapsed)
         return Reply(200, content, cid)
 
     # --- native API --------------------------------------------------------------------
@@ -213,6 +215,26 @@ class HotHandlers:
         groups, batch_size = prepare_batch(get_model, body, correlation_id=cid)
         outs = await self._run(sum(g.n_rows for g in groups), run_batch, groups, batch_size)
         return groups, outs
+
+    # --- explanations (docs/explanations.md) -------------------------------------------
+
+    async def explain(self, read: BodyReader, header_cid: str | None,
+                      pin: str | None = None) -> Reply:
+        req = _Request(accepted_correlation_id(header_cid))
+        # counted as a request of the model, but not in its latency histogram: the latency
+        # alerts and autoscaling are about predictions, and an explanation costs more
+        return await self._serve(req, self._explain(req, read, pin),
+                                 "explanation with model {model}", timed=False)
+
+    async def _explain(self, req: _Request, read: BodyReader, pin: str | None) -> Outcome:
+        req.body = body = parse_json(await read())
+        model = self.registry.get(model_name_of(body))
+        if pin is not None:  # the served version unless one is pinned: no canary split
+            model = self.v2_model(model.name, pin)
+        req.model = model.name
+        prepared = prepare_predict(model, body, correlation_id=req.cid)
+        out = await self.offload(run_explain, prepared)  # milliseconds: off the loop
+        return out, out["correlation_id"], ((model.name, 1),)
 
     # --- Open Inference Protocol v2 ----------------------------------------------------
 

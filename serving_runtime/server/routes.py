@@ -128,6 +128,16 @@ ROUTES: tuple[Route, ...] = (
         request_model=schemas.BatchRequest, responses=_NATIVE_ERRORS, hot=True,
     ),
     Route(
+        "/explain", "POST", "explain", schemas.ExplainResponse,
+        summary="Explain predictions: exact TreeSHAP per row and feature",
+        description="The /predict body; answers each feature's contribution per row and "
+        "the base value, per class where it applies, adding up to the model's raw output "
+        "(`output`). Tree models only (scikit-learn trees, forests and gradient boosting; "
+        "XGBoost; LightGBM): another model is a 422 naming it. The served version (or the "
+        "X-Model-Version pin), never a canary split.",
+        request_model=schemas.PredictRequest, responses=_NATIVE_ERRORS, hot=True,
+    ),
+    Route(
         "/health", "GET", "health", schemas.HealthResponse, summary="Health, JSON view",
         description="`healthy` only when every expected model serves and its last "
         "(re)load worked. HTTP 200 when ready (every expected model serves), else 503 — "

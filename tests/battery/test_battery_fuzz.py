@@ -132,7 +132,9 @@ def batch_valid(body: Any) -> bool:
     if type(body) is not dict or not set(body) <= {"requests", "batch_size"}:
         return False
     bs = body.get("batch_size")
-    if bs is not None and not (type(bs) is int and bs >= 1):
+    # an integer as JSON Schema has it: 2.0 counts, 2.5 and true do not
+    integral = type(bs) is int or (type(bs) is float and math.isfinite(bs) and bs.is_integer())
+    if bs is not None and not (integral and bs >= 1):
         return False
     reqs = body.get("requests")
     return type(reqs) is list and len(reqs) > 0 and all(predict_valid(r) for r in reqs)

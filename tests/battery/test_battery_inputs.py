@@ -273,6 +273,7 @@ def test_v2_id_outside_the_header_rule_stays_in_the_body(zoo_server):
 EXPECTED_STATUSES = {
     ("post", "/predict"): {"200", "400", "404", "413", "422", "503"},
     ("post", "/predict/batch"): {"200", "400", "404", "413", "422", "503"},
+    ("post", "/explain"): {"200", "400", "404", "413", "422", "503"},
     ("get", "/health"): {"200", "503"},
     ("get", "/metrics"): {"200"},
     ("post", "/reload/{model_name}"): {"202", "404"},

@@ -161,7 +161,9 @@ def served(tmp_path: Path) -> tuple[Any, list[tuple[str, tuple[Any, ...]]]]:
             return await real(*args, **params)
         return call
 
-    for name in ("predict", "predict_batch", "v2_infer"):
+    from serving_runtime.server.routes import HOT_ROUTES
+
+    for name in {route.handler for route in HOT_ROUTES}:
         setattr(hot, name, spy(name))
     return app, calls
 

@@ -83,7 +83,8 @@ def test_v2_regressor_has_no_proba_output(zoo_server):
             "outputs": [{"name": "predict_proba"}]}
     r = zoo_server.client.post("/v2/models/sk-reg/infer", json=body)
     assert r.status_code == 422
-    assert r.json()["error"] == "unknown outputs: predict_proba; model sk-reg has: predict"
+    assert r.json()["error"] == ("unknown outputs: predict_proba; "
+                                 "model sk-reg has: predict, contributions")
 
 
 def test_v2_unknown_model_and_malformed(zoo_server):

@@ -11,6 +11,7 @@ loading and predicting, a runtime class recognises its framework's fitted models
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -22,6 +23,27 @@ if TYPE_CHECKING:
     from serving_runtime.models.trees.evaluator import Evaluator
 
 Task = Literal["classification", "regression"]
+#: what an explanation's contributions add up to (docs/explanations.md)
+ExplainedOutput = Literal["probability", "value", "margin"]
+
+
+class NotExplainable(Exception):
+    """The model has no trees to explain (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Exact TreeSHAP of some rows: `base[k] + contributions[r, :, k].sum()` is output `k`
+    of row `r`, in the space `output` names: a forest's probability or value, a boosted
+    model's margin (log-odds of the positive class for a binary classifier, the softmax's
+    inputs for a multi-class one, the prediction before the objective's link for a
+    regressor)."""
+
+    contributions: np.ndarray  # (rows, n_features, n_outputs)
+    base: np.ndarray  # (n_outputs,)
+    output: ExplainedOutput
+    #: the class (index into `classes`) each output column explains; None: one value
+    classes: tuple[int, ...] | None
 
 #: widest model accepted (the load-time checks build rows x features matrices)
 MAX_FEATURES = 65_536
@@ -62,6 +84,11 @@ class ModelRuntime(ABC):
         """Return (predictions[rows], probabilities[rows, n_classes] or None).
 
         Must equal the framework's own predict / predict_proba on the same rows."""
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        """Exact TreeSHAP contributions of each feature for each row (path-dependent, as
+        shap.TreeExplainer). Raises NotExplainable for a model without trees."""
+        raise NotExplainable(f"{self.framework} {type(self).__name__} has no tree explainer")
 
     # --- what save_model and `save --from` need ------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from serving_runtime.models.runtimes.base import ModelRuntime
+from serving_runtime.models.runtimes.base import Explanation, ModelRuntime
 from serving_runtime.models.trees.codegen import NotCompilable
 from serving_runtime.models.trees.evaluator import Evaluator, verify
 
@@ -55,6 +55,9 @@ class AcceleratedRuntime(ModelRuntime):
         self.feature_names = reference.feature_names
         self.has_proba = reference.has_proba
         self._max_rows = evaluator.max_rows
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        return self.reference.explain(X)  # the framework's trees, not the compiled code
 
     @classmethod
     def load(

@@ -18,6 +18,7 @@ import numpy as np
 from serving_runtime.errors import ModelLoadError
 from serving_runtime.models.runtimes.base import (
     MAX_FEATURES,
+    Explanation,
     ModelRuntime,
     Task,
     check_format,
@@ -154,6 +155,16 @@ class LightGBMRuntime(ModelRuntime):
 
     def source_model(self) -> Any:
         return self.booster
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        # LightGBM's own exact TreeSHAP (what shap.TreeExplainer calls): raw scores
+        out = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=self._threads),
+                         dtype=np.float64)
+        k = out.shape[1] // (X.shape[1] + 1)
+        out = out.reshape(len(X), k, X.shape[1] + 1)
+        classes = None if self.task == "regression" else ((1,) if k == 1 else tuple(range(k)))
+        return Explanation(np.moveaxis(out[:, :, :-1], 1, -1), out[0, :, -1].copy(),
+                           "margin", classes)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = np.asarray(self.booster.predict(X, num_threads=self._threads))

@@ -12,6 +12,7 @@ import numpy as np
 
 from serving_runtime.errors import ModelLoadError, UnsafeArtifactError
 from serving_runtime.models.runtimes.base import (
+    Explanation,
     ModelRuntime,
     Task,
     check_format,
@@ -72,6 +73,7 @@ class SklearnRuntime(ModelRuntime):
         if not hasattr(estimator, "predict"):
             raise ModelLoadError(f"{type(estimator).__name__} has no predict method")
         self.estimator = estimator
+        self._explainer: Any = None
         if is_classifier(estimator):
             self.task: Task = "classification"
         elif is_regressor(estimator):
@@ -149,6 +151,14 @@ class SklearnRuntime(ModelRuntime):
         est = self.estimator  # forests: no joblib threads per call
         if getattr(est, "n_jobs", None) not in (None, 1) and hasattr(est, "set_params"):
             est.set_params(n_jobs=None)
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        # built on first use (the trees' path structure): a model never explained pays none
+        if self._explainer is None:
+            from serving_runtime.models.runtimes.sklearn.explain import SklearnExplainer
+
+            self._explainer = SklearnExplainer(self.estimator)
+        return self._explainer.explain(X)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if not self.has_proba:

@@ -12,6 +12,7 @@ import numpy as np
 
 from serving_runtime.errors import ModelLoadError
 from serving_runtime.models.runtimes.base import (
+    Explanation,
     ModelRuntime,
     Task,
     check_format,
@@ -125,6 +126,21 @@ class XGBoostRuntime(ModelRuntime):
 
     def single_threaded(self) -> None:
         self.booster.set_param({"nthread": 1})
+
+    def explain(self, X: np.ndarray) -> Explanation:
+        import xgboost as xgb
+
+        # XGBoost's own exact TreeSHAP (what shap.TreeExplainer calls): margins
+        out = np.asarray(self.booster.predict(
+            xgb.DMatrix(X), pred_contribs=True, iteration_range=self._iteration_range,
+            validate_features=False), dtype=np.float64)
+        if out.ndim == 2:  # one output: (rows, features + 1)
+            out = out[:, None, :]
+        k = out.shape[1]
+        classes = None if self.task == "regression" else ((1,) if k == 1 else tuple(range(k)))
+        # the bias column is the same for every row
+        return Explanation(np.moveaxis(out[:, :, :-1], 1, -1), out[0, :, -1].copy(),
+                           "margin", classes)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         out = self._direct(X) if self._direct is not None else None
