@@ -169,6 +169,7 @@ class _Sweeper:
 
 
 _IDLE, _HEAD, _BODY, _DISCARD = "idle", "head", "body", "discard"
+_DROP = "drop"  # answered 408 mid-head: what still comes is read and dropped, never parsed
 _refused = 0
 _last_warning = 0.0
 
@@ -311,6 +312,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if phase == _BODY:
             super().data_received(data)
             return
+        if phase == _DROP:
+            self._discarded += len(data)
+            if self._discarded > self.limits.discard_max_bytes:
+                self._close_now()
+            return
         if phase != _DISCARD:
             self._head_bytes += len(data)
             super().data_received(data)
@@ -354,8 +360,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def shutdown(self) -> None:
-        if self._phase == _DISCARD:
-            self._close_now()  # the server is exiting: stop reading a body to drop it
+        if self._phase in (_DISCARD, _DROP):
+            self._close_now()  # the server is exiting: stop reading what it would drop
             return
         super().shutdown()
 
@@ -377,6 +383,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             t = self.limits.header_timeout
             self._answer(408, b"Request Timeout", f"request head not received within {t:g} s "
                          f"(HEADER_TIMEOUT_SECONDS)", None)
+            if self.parser is not None and self._head_bytes:
+                self._drop_after_answer(now)
+                return
         elif phase == _BODY and cycle is not None and not cycle.response_started:
             t = self.limits.body_timeout
             got = self._body_bytes
@@ -389,6 +398,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         log.debug("connection timed out", extra={"phase": phase})
         self._close_now()  # idle (never sent a byte), discarding, or answered: just close
+
+    def _drop_after_answer(self, now: float) -> None:
+        """A FIN after the 408, then the client's further bytes read and dropped until the
+        body timeout: closing on unread data makes the kernel send a reset, which the
+        client sees instead of the end of the answer (or before reading it)."""
+        self._phase = _DROP
+        self._discarded = 0
+        self._half_closed = True  # close() must not linger again
+        self._deadline = now + self.limits.body_timeout
+        self.transport.write_eof()
 
     def _answer(self, status: int, phrase: bytes, message: str, path: str | None) -> None:
         """An error answer written by the protocol itself (no request reached the app, or
