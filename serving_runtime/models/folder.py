@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from serving_runtime.errors import InvalidInputError, ModelLoadError
+from serving_runtime.errors import InvalidInputError, ModelLoadError, PayloadTooLargeError
 from serving_runtime.models.features import columns_to_matrix
 from serving_runtime.models.folder_format import (
     DEFAULT_MAX_ARTIFACT_BYTES,
@@ -49,6 +49,11 @@ from serving_runtime.models.trees.accelerate import CHECK_ROWS, FastPathStatus, 
 __all__ = ["DEFAULT_MAX_ARTIFACT_BYTES", "LoadedModel", "check_model", "load_model",
            "save_model"]
 
+
+
+# Values (rows x (features + 1) x outputs) one explanation may answer: its JSON is ~20
+# bytes a value, and a body within MAX_BODY_BYTES could otherwise ask for gigabytes.
+MAX_EXPLAIN_VALUES = 2_000_000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,7 +98,14 @@ class LoadedModel:
 
     def explain(self, X: np.ndarray) -> Explanation:
         """Exact TreeSHAP of a validated matrix; InvalidInputError (422) for a model
-        without trees, naming it."""
+        without trees, naming it; PayloadTooLargeError (413) beyond MAX_EXPLAIN_VALUES."""
+        outputs = len(self.classes) if self.classes else 1
+        values = X.shape[0] * (X.shape[1] + 1) * outputs
+        if values > MAX_EXPLAIN_VALUES:
+            raise PayloadTooLargeError(
+                f"an explanation of {X.shape[0]} rows x {X.shape[1]} features x {outputs} "
+                f"outputs is {values} values; at most {MAX_EXPLAIN_VALUES} per request: "
+                f"send fewer rows")
         try:
             return self.runtime.explain(X)
         except NotExplainable as exc:

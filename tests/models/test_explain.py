@@ -152,3 +152,29 @@ def test_tree_shap_of_a_hand_made_stump():
     goes_left = np.array([[True, False, False], [False, False, False]])
     phi = tree_shap(stump, goes_left, n_features=2)
     assert phi[:, :, 0].tolist() == [[-1.0, 0.0], [3.0, 0.0]]
+
+
+def test_an_explanation_too_large_to_answer_is_refused(tmp_path, monkeypatch):
+    """rows x (features + 1) x outputs beyond MAX_EXPLAIN_VALUES: a 413 naming the sizes,
+    before any work (the JSON of a huge one could exhaust the worker's memory)."""
+    from serving_runtime.errors import PayloadTooLargeError
+    from serving_runtime.models import folder
+
+    X, y = make_classification(n_samples=200, n_features=5, n_informative=3, n_classes=3,
+                               random_state=0)
+    est = ensemble.RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    model = load_model(save_model(est, tmp_path / "rf", version="1", sample=X[:3]))
+    monkeypatch.setattr(folder, "MAX_EXPLAIN_VALUES", 10 * 6 * 3)
+    assert model.explain(X[:10]).contributions.shape == (10, 5, 3)
+    with pytest.raises(PayloadTooLargeError, match="11 rows x 5 features x 3 outputs is 198 "
+                                                   "values; at most 180"):
+        model.explain(X[:11])
+
+
+def test_hist_gradient_boosting_is_refused_by_name(tmp_path):
+    X, y = _data("binary")
+    est = ensemble.HistGradientBoostingClassifier(max_iter=5).fit(X, y)
+    model = load_model(save_model(est, tmp_path / "hgb", version="1", sample=X[:5]))
+    with pytest.raises(InvalidInputError, match="model hgb cannot be explained: "
+                       "HistGradientBoostingClassifier has no explainer here yet"):
+        model.explain(X[:2])

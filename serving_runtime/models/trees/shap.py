@@ -110,7 +110,9 @@ def _path_groups(trees: Sequence[ShapTree], n_nodes: int) -> list[_PathGroup]:
             at = next((i for i, p in enumerate(path) if p[0] == f), None)
             for child, column in ((int(tree.left[node]), 2 * (base + node)),
                                   (int(tree.right[node]), 2 * (base + node) + 1)):
-                ratio = float(tree.cover[child] / tree.cover[node])
+                # a node no training weight reached (zero-weight rows) passes none on
+                ratio = (float(tree.cover[child] / tree.cover[node]) if tree.cover[node] > 0
+                         else 0.0)
                 if at is None:
                     stack.append((child, [*path, (f, ratio, [column])]))
                 else:  # the same feature again: one element, its fractions multiplied
@@ -163,7 +165,9 @@ def _path_scale(zero: np.ndarray, one: np.ndarray) -> np.ndarray:
         total_one += nxt * (1.0 / (i + 1))
         nxt = w[i] - nxt * (z * ((depth - i) / (i + 1)))
         zero_sum += w[i] / (depth - i)
-    unwound = np.where(one, total_one, zero_sum / z)
+    # z = 0 (a child no training weight reached) only matters where the row follows it
+    off = np.divide(zero_sum, z, out=np.zeros(one.shape), where=z > 0)
+    unwound = np.where(one, total_one, off)
     return unwound * ((depth + 1) * (one - z))
 
 

@@ -20,6 +20,7 @@ from serving_runtime.models.runtimes.base import (
     MAX_FEATURES,
     Explanation,
     ModelRuntime,
+    NotExplainable,
     Task,
     check_format,
     unsupported_artifact,
@@ -158,8 +159,11 @@ class LightGBMRuntime(ModelRuntime):
 
     def explain(self, X: np.ndarray) -> Explanation:
         # LightGBM's own exact TreeSHAP (what shap.TreeExplainer calls): raw scores
-        out = np.asarray(self.booster.predict(X, pred_contrib=True, num_threads=self._threads),
-                         dtype=np.float64)
+        try:
+            out = np.asarray(self.booster.predict(X, pred_contrib=True,
+                                                  num_threads=self._threads), dtype=np.float64)
+        except Exception as exc:  # e.g. linear trees: LightGBM has no contributions for them
+            raise NotExplainable(clean_native_error(str(exc))) from None
         k = out.shape[1] // (X.shape[1] + 1)
         out = out.reshape(len(X), k, X.shape[1] + 1)
         classes = None if self.task == "regression" else ((1,) if k == 1 else tuple(range(k)))

@@ -64,6 +64,9 @@ class SklearnExplainer:
             self.classes = None if kind.endswith("Regressor") else (
                 (1,) if k == 1 else tuple(range(k)))
             offset = self._offset(trees, k)
+        elif kind.startswith("HistGradientBoosting"):
+            raise NotExplainable(f"{kind} has no explainer here yet (its binned trees are "
+                                 f"not scikit-learn tree_ objects)")
         else:
             raise NotExplainable(f"{kind} is not a tree model: explanations are exact "
                                  f"TreeSHAP of decision trees, forests and gradient boosting")
