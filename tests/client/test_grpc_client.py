@@ -36,11 +36,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="module")
 def runtime(models, tmp_path_factory) -> Iterator[RuntimeServer]:
-    port = free_port()
-    srv = RuntimeServer(models[0], env={"GRPC_PORT": str(port)},
-                        args=["--max-body-bytes", str(MAX_BODY)],
+    srv = RuntimeServer(models[0], grpc=True, args=["--max-body-bytes", str(MAX_BODY)],
                         log_path=tmp_path_factory.mktemp("log") / "runtime.log")
-    srv.grpc_url = f"grpc://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    srv.grpc_url = f"grpc://{srv.grpc_address}"  # type: ignore[attr-defined]
     try:
         srv.wait_ready(120)
         yield srv

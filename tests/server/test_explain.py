@@ -16,7 +16,7 @@ import tritonclient.grpc as tg
 from serving_runtime import save_model
 from serving_runtime.client import InferenceClient, InvalidInputError, ModelNotFoundError
 from tests.support.metrics_text import metric_sum
-from tests.support.runtime_helpers import RuntimeServer, free_port
+from tests.support.runtime_helpers import RuntimeServer
 
 NAMES = ["spread", "momentum", "volume", "volatility", "skew"]
 
@@ -46,10 +46,8 @@ def models(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory) -> Iterator[RuntimeServer]:
-    port = free_port()
-    srv = RuntimeServer(models[0], env={"GRPC_PORT": str(port)},
+    srv = RuntimeServer(models[0], grpc=True,
                         log_path=tmp_path_factory.mktemp("log") / "explain.log")
-    srv.grpc_address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
     try:
         srv.wait_ready()
         yield srv
@@ -91,7 +89,7 @@ def test_every_way_gives_the_same_explanation(server, models, name, data, keys, 
         _same(local, rest.explain(name, _features(X), "e-1"))
         _same(local, grpc.explain(name, _features(X), "e-1"), exact=False)  # FP64 raw
     # the V2 output through Triton's client: [rows, (outputs,) features + 1]
-    client = tg.InferenceServerClient(server.grpc_address)  # type: ignore[attr-defined]
+    client = tg.InferenceServerClient(server.grpc_address)
     inp = tg.InferInput("input-0", list(X.shape), "FP64")
     inp.set_data_from_numpy(X)
     res = client.infer(name, [inp], outputs=[tg.InferRequestedOutput("contributions")])

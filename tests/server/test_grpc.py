@@ -56,10 +56,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np
 
 @pytest.fixture(scope="module")
 def server(models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RuntimeServer]:
-    grpc_port = free_port()
-    srv = RuntimeServer(models[0], env={"GRPC_PORT": str(grpc_port), "MAX_BODY_BYTES": "200000"},
+    srv = RuntimeServer(models[0], grpc=True, env={"MAX_BODY_BYTES": "200000"},
                         log_path=tmp_path_factory.mktemp("log") / "grpc.log")
-    srv.grpc_address = f"127.0.0.1:{grpc_port}"  # type: ignore[attr-defined]
     try:
         srv.wait_ready()
         yield srv
@@ -69,7 +67,7 @@ def server(models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime
 
 @pytest.fixture(scope="module")
 def triton(server: RuntimeServer) -> Iterator[tg.InferenceServerClient]:
-    client = tg.InferenceServerClient(server.grpc_address)  # type: ignore[attr-defined]
+    client = tg.InferenceServerClient(server.grpc_address)
     yield client
     client.close()
 
@@ -78,7 +76,7 @@ def triton(server: RuntimeServer) -> Iterator[tg.InferenceServerClient]:
 def stub(server: RuntimeServer) -> Iterator:
     """Our own messages on a plain channel: for what tritonclient never sends (typed
     contents, broken encodings)."""
-    channel = grpc.insecure_channel(server.grpc_address)  # type: ignore[attr-defined]
+    channel = grpc.insecure_channel(server.grpc_address)
 
     def call(method: str, request, metadata=()):
         req_cls, resp_cls = pb.METHODS[method]
@@ -276,8 +274,7 @@ def test_two_servers_on_one_port_is_an_error(models, tmp_path):
 def test_workers_share_the_grpc_port(models, tmp_path):
     """With WORKERS=2 each worker process serves gRPC on the one port (SO_REUSEPORT): both
     start, and new connections are answered."""
-    port = free_port()
-    srv = RuntimeServer(models[0], env={"GRPC_PORT": str(port)}, args=["--workers", "2"],
+    srv = RuntimeServer(models[0], grpc=True, args=["--workers", "2"],
                         log_path=tmp_path / "w.log")
     try:
         srv.wait_ready()  # (one worker's answer: the other may still be starting)
@@ -287,7 +284,7 @@ def test_workers_share_the_grpc_port(models, tmp_path):
         assert srv.logs().count("gRPC listening") == 2, srv.logs()
         X = models[1]["xgb-multi"][:2]
         for _ in range(8):  # fresh connections, spread over the workers by the kernel
-            client = tg.InferenceServerClient(f"127.0.0.1:{port}")
+            client = tg.InferenceServerClient(srv.grpc_address)
             assert client.infer("xgb-multi", [_infer_input(X)]).as_numpy("predict").shape \
                 == (2, 1)
             client.close()

@@ -32,7 +32,8 @@ class RuntimeServer:
     """One `python -m serving_runtime` process; stopped by its own pid."""
 
     def __init__(self, models_dir: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None, log_path: Path | None = None) -> None:
+                 args: list[str] | None = None, log_path: Path | None = None,
+                 grpc: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or models_dir.parent / f"server-{self.port}.log"
@@ -41,6 +42,12 @@ class RuntimeServer:
                     if k not in ("ALLOW_UNSAFE_LOADING", "PRELOAD_MODELS", "MODELS_DIR")
                     and not k.startswith("REMOTE_INFERENCE")}
         full_env.update(env or {})
+        # tests/conftest.py turns gRPC off (GRPC_PORT=0); grpc=True gives it a free port
+        self.grpc_address: str | None = None
+        if grpc:
+            grpc_port = free_port()
+            full_env["GRPC_PORT"] = str(grpc_port)
+            self.grpc_address = f"127.0.0.1:{grpc_port}"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving_runtime", "--models-dir", str(models_dir),

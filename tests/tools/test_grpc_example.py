@@ -13,7 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from serving_runtime import save_model
 from serving_runtime.client import InferenceClient
-from tests.support.runtime_helpers import REPO, RuntimeServer, free_port
+from tests.support.runtime_helpers import REPO, RuntimeServer
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -23,14 +23,12 @@ def test_grpc_example_prints_one_answer_three_ways(tmp_path):
     clf = RandomForestClassifier(n_estimators=20, random_state=0).fit(iris.data, iris.target)
     save_model(clf, tmp_path / "models" / "iris", version="1.0.0", feature_names=NAMES,
                sample=iris.data[::50])
-    grpc_port = free_port()
-    srv = RuntimeServer(tmp_path / "models", env={"GRPC_PORT": str(grpc_port)},
-                        log_path=tmp_path / "server.log")
+    srv = RuntimeServer(tmp_path / "models", grpc=True, log_path=tmp_path / "server.log")
     try:
         srv.wait_ready()
         done = subprocess.run(
             [sys.executable, "examples/grpc/predict.py", "--http", srv.url,
-             "--grpc", f"127.0.0.1:{grpc_port}", "--model", "iris", "--rows", "3"],
+             "--grpc", str(srv.grpc_address), "--model", "iris", "--rows", "3"],
             cwd=REPO, capture_output=True, text=True, timeout=120)
     finally:
         srv.stop()
