@@ -74,21 +74,23 @@ class ShapForest:
         outcome[0:-1:2] = goes_left.T
         outcome[1:-1:2] = ~goes_left.T
         outcome[-1] = True  # the column padding points at
-        phi = np.zeros((self.n_outputs, n_features * rows))
+        phi = np.zeros((self.n_outputs, rows * n_features))
         for g in self._groups:
             m, leaves = g.feature.shape
             step = max(1, _STEP_ELEMENTS // (leaves * (m + 1)))
+            outputs = [j for j in range(self.n_outputs) if g.values[:, j].any()]
             for r0 in range(0, rows, step):
                 r1 = min(rows, r0 + step)
                 one = outcome[:, r0:r1][g.conditions].all(axis=2)  # (m, leaves, rows)
                 scale = _path_scale(g.zero, one)
-                # scatter-add into (feature, row): bincount is one C loop (np.add.at is slow)
-                at = (g.feature[:, :, None] * rows + np.arange(r0, r1)).ravel()
-                for j in range(self.n_outputs):
-                    if g.values[:, j].any():
-                        phi[j] += np.bincount(at, (scale * g.values[:, j, None]).ravel(),
-                                              minlength=n_features * rows)
-        return np.moveaxis(phi.reshape(self.n_outputs, n_features, rows), 0, -1).swapaxes(0, 1)
+                # scatter-add into this step's (row, feature) cells, one contiguous run of
+                # phi: bincount is one C loop (np.add.at is slow)
+                at = (np.arange(r1 - r0) * n_features + g.feature[:, :, None]).ravel()
+                cells = slice(r0 * n_features, r1 * n_features)
+                for j in outputs:
+                    phi[j, cells] += np.bincount(at, (scale * g.values[:, j, None]).ravel(),
+                                                 minlength=(r1 - r0) * n_features)
+        return np.moveaxis(phi.reshape(self.n_outputs, rows, n_features), 0, -1)
 
 
 def _path_groups(trees: Sequence[ShapTree], n_nodes: int) -> list[_PathGroup]:
