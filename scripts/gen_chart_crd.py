@@ -6,7 +6,7 @@
 
 Each copy is the source file byte for byte under a one-line "generated" header, so a
 hand edit of the chart's copy is caught by --check just like a forgotten regeneration.
-Files in the chart's crds/ without that header (kopf's peering CRDs) belong to the chart
+Files in the chart's crds/ without that header (none today) belong to the chart
 and are left alone.
 """
 

@@ -4,19 +4,27 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
+import threading
+import uuid
 from collections.abc import Sequence
 
 import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-from . import handlers
+from . import handlers, metrics
 from .apply import Kube
+from .health import StandbyHealth
+from .leader import LeaderElector
 from .names import API_VERSION, GROUP, OPERATOR_HEALTH_PATH, PLURAL, VERSION
 from .settings import OperatorSettings, load_settings
 
 log = logging.getLogger("mlmodel_operator")
+
+LOST_EXIT_SECONDS = 10.0
 
 
 def _kube_client() -> Kube:
@@ -27,7 +35,28 @@ def _kube_client() -> Kube:
     return Kube(client.ApiClient())
 
 
-def run(settings: OperatorSettings) -> None:
+def _elect(settings: OperatorSettings, kube: Kube) -> LeaderElector:
+    """Wait for the Lease (serving /healthz meanwhile: a standby is healthy), then keep it
+    renewed in a thread; writes are fenced on it from here on."""
+    identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    kube.instance = identity
+    elector = LeaderElector(kube, settings.lease_namespace(), settings.leader_election_lease,
+                            identity, settings.timings())
+    kube.may_write = elector.may_write
+    metrics.LEADER.set(0)
+    health = StandbyHealth(settings.health_port) if settings.health_port else None
+    log.info("leader election: %s waits for Lease %s/%s", identity, elector.namespace,
+             elector.name)
+    try:
+        elector.acquire(threading.Event())
+    finally:
+        if health is not None:
+            health.close()  # kopf's own liveness endpoint takes the port over
+    metrics.LEADER.set(1)
+    return elector
+
+
+def run(settings: OperatorSettings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -43,34 +72,56 @@ def run(settings: OperatorSettings) -> None:
             "the %s/%s %s resource is not served: install crds/ first", GROUP, VERSION, PLURAL
         )
         raise SystemExit(1)
-    handlers.register_resync(settings)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
+    metrics.LEADER.set(1)
+    elector = _elect(settings, kube) if settings.leader_election else None
+    stop = threading.Event()
+    lost = threading.Event()
+    if elector is not None:
+
+        def on_lost() -> None:
+            metrics.LEADER.set(0)
+            lost.set()
+            stop.set()  # kopf.run returns; the fence already refuses every write
+            # A kopf that does not wind down in time must not linger as a zombie leader.
+            threading.Timer(LOST_EXIT_SECONDS, os._exit, args=(1,)).start()
+
+        threading.Thread(target=elector.keep, args=(stop, on_lost), name="lease",
+                         daemon=True).start()
     namespaces = settings.namespace_list()
     log.info(
         "starting: %s, runtime image %s, %s",
         f"namespaces {namespaces}" if namespaces else "cluster-wide",
         settings.runtime_image,
-        f"peering {settings.peering_name}" if settings.peering_name else "standalone",
+        f"leader {kube.instance}" if elector else "no leader election (one replica only)",
     )
-    kopf.run(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=not settings.peering_name,
-        peering_name=settings.peering_name or None,
-        # Settings and the Kube client reach the handlers through kopf's memo.
-        memo=handlers.operator_memo(settings, kube),
-        liveness_endpoint=(
-            f"http://0.0.0.0:{settings.health_port}{OPERATOR_HEALTH_PATH}"
-            if settings.health_port
-            else None
-        ),
-    )
+    try:
+        kopf.run(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,  # one replica reconciles: the Lease decides which, not peering
+            # Settings and the Kube client reach the handlers through kopf's memo.
+            memo=handlers.operator_memo(settings, kube),
+            stop_flag=stop,
+            liveness_endpoint=(
+                f"http://0.0.0.0:{settings.health_port}{OPERATOR_HEALTH_PATH}"
+                if settings.health_port
+                else None
+            ),
+        )
+    finally:
+        stop.set()
+        if elector is not None and not lost.is_set():
+            elector.release()
+    if lost.is_set():
+        log.error("lost the leader Lease: exiting so that a restart stands by again")
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    run(load_settings(argv))
-    return 0
+    return run(load_settings(argv))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,8 +39,11 @@ from .names import (
     SCALED_OBJECT_PLURAL,
     VERSION,
 )
+from .written import Written, WrittenMemory, changed_by_write, key_of
 
 log = logging.getLogger(__name__)
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # kind -> (api prefix, plural). Only the kinds the operator writes.
 _PATHS: dict[tuple[str, str], tuple[str, str]] = {
@@ -95,6 +99,10 @@ class NotOwnedError(RuntimeError):
     """A child's name is taken by an object this MLModel does not control."""
 
 
+class NotLeaderError(RuntimeError):
+    """A write was refused because this replica lost its leader lease."""
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     action: str  # created | updated | unchanged
@@ -140,6 +148,13 @@ class Kube:
         self.api = api_client or client.ApiClient()
         self._discovery: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        # What was last written to each watched child (written.py); the watch handlers feed
+        # it through observe_child().
+        self.written = WrittenMemory()
+        # Consulted before every write (leader election's fence); None: always allowed.
+        self.may_write: Callable[[], bool] | None = None
+        # Which replica wrote an Event (the Lease identity with leader election).
+        self.instance = FIELD_MANAGER
 
     def request(
         self,
@@ -149,8 +164,14 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str | None = None,
+        accept: str = "application/json",
+        fenced: bool = True,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        """One API call; writes are refused once this replica lost the leader lease
+        (`fenced=False` only for the Lease itself)."""
+        if fenced and method != "GET" and self.may_write is not None and not self.may_write():
+            raise NotLeaderError(f"{method} {path}: this replica no longer holds the lease")
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         req = self.api.param_serialize(
@@ -178,9 +199,20 @@ class Kube:
 
     # --- children -----------------------------------------------------------------------
 
-    def apply(self, manifest: dict[str, Any], owner_uid: str) -> ApplyResult:
+    def apply(
+        self, manifest: dict[str, Any], owner_uid: str, *, verify: bool = False
+    ) -> ApplyResult:
+        """Create or update one child. Unless `verify`, a manifest identical to the one last
+        applied to an object nobody changed since is not sent at all (written.py)."""
         meta = manifest["metadata"]
         path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        known = None if verify else self.written.get(key_of(manifest))
+        if known is not None and known.digest is not None:
+            if self.written.unchanged(manifest) is not None:
+                return ApplyResult("unchanged", known.body or {})
+            # Ours and untouched since our last write (else the watch would have dropped the
+            # entry): no need to read it before the apply.
+            return self._apply(manifest, path, known, known.owns_replicas)
         live = self.get(path)
         if (
             live is not None
@@ -206,46 +238,73 @@ class Kube:
                 f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not "
                 "controlled by this MLModel; rename or delete it"
             )
-        if live is not None and needs_replicas_handover(manifest, live):
+        return self._apply(
+            manifest,
+            path,
+            None if live is None else Written(
+                digest=None, resource_version=live["metadata"].get("resourceVersion")),
+            live is not None and needs_replicas_handover(manifest, live),
+        )
+
+    def _apply(
+        self, manifest: dict[str, Any], path: str, before: Written | None, handover: bool
+    ) -> ApplyResult:
+        meta = manifest["metadata"]
+        if handover and "replicas" not in manifest.get("spec", {}):
             # Autoscaling was just switched on. Dropping spec.replicas from our apply would
             # delete the field (we are its only owner) and the Deployment would fall back to
             # 1 replica until the HPA reacts; a second manager keeps the current count.
-            self.request(
+            live = self.get(path)
+            if live is not None and live.get("spec", {}).get("replicas") is not None:
+                self.request(
+                    "PATCH",
+                    path,
+                    body={
+                        "apiVersion": manifest["apiVersion"],
+                        "kind": manifest["kind"],
+                        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                        "spec": {"replicas": live["spec"]["replicas"]},
+                    },
+                    content_type="application/apply-patch+yaml",
+                    query=[("fieldManager", HANDOVER_MANAGER), ("force", "true")],
+                )
+        try:
+            out = self.request(
                 "PATCH",
                 path,
-                body={
-                    "apiVersion": manifest["apiVersion"],
-                    "kind": manifest["kind"],
-                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                    "spec": {"replicas": live["spec"]["replicas"]},
-                },
+                body=manifest,
                 content_type="application/apply-patch+yaml",
-                query=[("fieldManager", HANDOVER_MANAGER), ("force", "true")],
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             )
-        out = self.request(
-            "PATCH",
-            path,
-            body=manifest,
-            content_type="application/apply-patch+yaml",
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
-        if live is None:
+        except ApiException:
+            self.written.forget(key_of(manifest))
+            raise
+        self.written.wrote(
+            manifest, out, manifest.get("kind") == "Deployment"
+            and owns_field(out, FIELD_MANAGER, "spec", "replicas"))
+        if before is None:
             action = "created"
-        elif out.get("metadata", {}).get("resourceVersion") != live["metadata"].get(
-            "resourceVersion"
-        ):
+        elif changed_by_write(before, out):
             action = "updated"
         else:
             action = "unchanged"
         return ApplyResult(action, out)
 
     def delete_owned(
-        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str
+        self, api_version: str, kind: str, namespace: str, name: str, owner_uid: str,
+        *, verify: bool = False,
     ) -> bool:
-        """Delete a child only if this MLModel controls it; True when something was deleted."""
+        """Delete a child only if this MLModel controls it; True when something was deleted.
+        Unless `verify`, a child remembered as absent is not looked up."""
+        key = (api_version, kind, namespace, name)
+        if not verify and (known := self.written.get(key)) is not None and known.digest is None:
+            return False
         path = path_for(api_version, kind, namespace, name)
         live = self.get(path)
-        if live is None or not controlled_by(live, owner_uid):
+        if live is None:
+            self.written.absent(key)
+            return False
+        if not controlled_by(live, owner_uid):
             return False
         try:
             self.request(
@@ -263,6 +322,7 @@ class Kube:
             if e.status in (404, 409):
                 return False
             raise
+        self.written.absent(key)
         return True
 
     def _owner_is_current(self, namespace: str, manifest: dict[str, Any]) -> bool:
@@ -285,6 +345,27 @@ class Kube:
         return list(out.get("items") or [])
 
     # --- the MLModel ----------------------------------------------------------------------
+
+    def list_mlmodels(self, namespaces: list[str], page: int = 500) -> list[tuple[str, str]]:
+        """(namespace, name) of every MLModel in `namespaces` (all when empty): metadata only
+        (PartialObjectMetadataList), `page` at a time, so one listing of thousands is a few
+        small requests."""
+        prefix = f"/apis/{GROUP}/{VERSION}"
+        paths = [f"{prefix}/namespaces/{ns}/{PLURAL}" for ns in namespaces] or [
+            f"{prefix}/{PLURAL}"]
+        out: list[tuple[str, str]] = []
+        for path in paths:
+            token = ""
+            while True:
+                query = [("limit", str(page))] + ([("continue", token)] if token else [])
+                doc = self.request("GET", path, query=query, accept=METADATA_LIST)
+                for item in doc.get("items") or []:
+                    meta = item.get("metadata") or {}
+                    out.append((meta.get("namespace", ""), meta.get("name", "")))
+                token = (doc.get("metadata") or {}).get("continue") or ""
+                if not token:
+                    break
+        return out
 
     def get_mlmodel(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(path_for(API_VERSION, KIND, namespace, name))
@@ -340,7 +421,7 @@ class Kube:
             "message": message[:1024],
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": FIELD_MANAGER,
+            "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,

@@ -1,9 +1,12 @@
 """Thin kopf handlers: every trigger ends in reconcile.reconcile() for one MLModel.
 
 Triggers: the MLModel's create/update/resume, watch events of its children (a deleted or
-hand-edited child is put back at once), its pods (so Ready names why they are not ready
-within seconds), and a resync timer as the level-triggered backstop (it also covers the
-PrometheusRule, which is not watched because its CRD may be missing).
+hand-edited child is put back at once; the echo of the operator's own write and status
+updates nobody reads are dropped, see written.py), its pods (so Ready names why they are not
+ready within seconds), and one operator-wide resync loop as the level-triggered backstop
+(resync.py; it also covers the PrometheusRule, which is not watched because its CRD may be
+missing). No handler needs a finalizer, so deleting an MLModel or its namespace never waits
+for the operator; kopf removes the finalizer that older versions put on MLModels.
 
 State lives in kopf's memo, not in module globals: __main__ passes the operator memo
 (operator_memo: settings, the Kube client, the pods' last diagnoses) to kopf.run, and every
@@ -18,8 +21,9 @@ from typing import Any
 
 import kopf
 
+from . import metrics
 from . import reconcile as rec
-from .apply import Kube
+from .apply import Kube, NotLeaderError
 from .names import (
     FINALIZER,
     GROUP,
@@ -33,8 +37,10 @@ from .names import (
     VERSION,
 )
 from .pod_diagnosis import Diagnosis, diagnose_pod
+from .resync import Resync
 from .settings import OperatorSettings
 from .spec import SpecError
+from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 # Pods are watched with this server-side selector: only the runtime pods of MLModels reach
 # the operator, not every pod of the cluster.
 POD_SELECTOR = ",".join([*(f"{k}={v}" for k, v in MANAGED.items()), MODEL_LABEL])
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
 
 
 # --- pods' memory (defined first: the operator memo holds one) ----------------------------
@@ -85,19 +92,64 @@ class PodMemory:
 
 def operator_memo(settings: OperatorSettings, kube: Kube) -> kopf.Memo:
     """The memo to pass as kopf.run(memo=...): what every handler reads."""
-    return kopf.Memo(settings=settings, kube=kube, pods=PodMemory())
+    memo = kopf.Memo(settings=settings, kube=kube, pods=PodMemory())
+    memo.queue = WorkQueue(lambda key, trigger: _process(memo, key, trigger),
+                           workers=settings.reconcile_workers)
+    return memo
 
 
-def register_resync(settings: OperatorSettings) -> None:
-    """Register the resync timer; before kopf.run, as its period is a setting."""
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        id="resync",
-        interval=settings.resync_seconds,
-        initial_delay=min(settings.resync_seconds, 30.0),
-    )(mlmodel_resync)
+RETRY_SECONDS = 10.0  # a reconcile that failed on the API is tried again after this
+
+
+def _process(memo: kopf.Memo, key: tuple[str, str], trigger: str) -> None:
+    """One queued reconcile (in a WorkQueue thread)."""
+    namespace, name = key
+    try:
+        _run(memo, namespace, name, trigger)
+    except SpecError:
+        pass  # the status and an Event say what is wrong; only a spec change can fix it
+    except NotLeaderError:
+        pass  # this replica is stopping; the new leader reconciles everything at its start
+    except rec.ReconcileError as exc:
+        log.warning("reconcile of %s/%s failed, retrying in %.0f s: %s", namespace, name,
+                    RETRY_SECONDS, exc)
+        memo.queue.add_after(key, RETRY_SECONDS, "retry")
+
+
+def _enqueue(memo: kopf.Memo, namespace: str, name: str, trigger: str) -> None:
+    if not memo.queue.add((namespace, name), trigger):
+        metrics.RECONCILES.labels(trigger, "coalesced").inc()
+
+
+def _resync_one(memo: kopf.Memo, namespace: str, name: str, verify: bool) -> None:
+    if verify:
+        # Forget what was written, so this reconcile reads and applies every child for real.
+        memo.kube.written.forget_children(namespace, rec.child_names(name))
+    _enqueue(memo, namespace, name, "resync-verify" if verify else "resync")
+
+
+@kopf.on.startup()
+def _start_workers(memo: kopf.Memo, **_: Any) -> None:
+    kube, operator = memo.get("kube"), memo.get("settings")
+    if kube is None or operator is None or memo.get("queue") is None:
+        return  # `kopf run handlers.py` without __main__: no client to reconcile with
+    memo.queue.start()
+    stop = threading.Event()
+    memo.resync_stop = stop
+    Resync(
+        lambda: kube.list_mlmodels(operator.namespace_list()),
+        lambda ns, name, verify: _resync_one(memo, ns, name, verify),
+        period=operator.resync_seconds,
+        verify_every=operator.resync_verify_every,
+    ).start(stop)
+
+
+@kopf.on.cleanup()
+def _stop_workers(memo: kopf.Memo, **_: Any) -> None:
+    if (stop := memo.get("resync_stop")) is not None:
+        stop.set()
+    if (queue := memo.get("queue")) is not None:
+        queue.stop()
 
 
 def _namespace(namespace: str | None) -> str:
@@ -107,9 +159,7 @@ def _namespace(namespace: str | None) -> str:
     return namespace
 
 
-def _run(
-    memo: kopf.Memo, namespace: str, name: str, trigger: str, *, coalesce: bool = False
-) -> None:
+def _run(memo: kopf.Memo, namespace: str, name: str, trigger: str) -> None:
     kube = memo.get("kube")
     assert kube is not None, "no Kube client in the memo: kopf.run(memo=operator_memo(...))"
     rec.reconcile(
@@ -119,7 +169,6 @@ def _run(
         runtime_image=memo.settings.runtime_image,
         monitoring=memo.settings.monitoring(),
         trigger=trigger,
-        coalesce=coalesce,
     )
 
 
@@ -157,6 +206,9 @@ def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None
         settings.scanning.disabled = True
     settings.execution.max_workers = 8
     settings.watching.label_selectors["", "v1", "pods"] = POD_SELECTOR
+    # Server-side: only the operator's children reach it, not every ConfigMap of the cluster.
+    for group, version, plural in CHILD_RESOURCES:
+        settings.watching.label_selectors[group, version, plural] = MANAGED_SELECTOR
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -165,26 +217,16 @@ def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None
 def mlmodel_changed(
     *, namespace: str | None, name: str, reason: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    try:
-        _run(memo, _namespace(namespace), name, getattr(reason, "value", str(reason)))
-    except SpecError as exc:
-        # Status and an Event already say what is wrong; retrying cannot fix the manifest.
-        raise kopf.PermanentError(str(exc)) from exc
-    except rec.ReconcileError as exc:
-        raise kopf.TemporaryError(str(exc), delay=10) from exc
-
-
-def mlmodel_resync(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        _run(memo, _namespace(namespace), name, "timer")
-    except (SpecError, rec.ReconcileError) as exc:
-        log.warning("resync of %s/%s failed: %s", namespace, name, exc)
+    # Queued, not run here: the reconcile (and its retries) happen in the WorkQueue.
+    _enqueue(memo, _namespace(namespace), name, getattr(reason, "value", str(reason)))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def mlmodel_deleted(*, namespace: str | None, name: str, **_: Any) -> None:
+def mlmodel_deleted(*, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     # optional=True: no finalizer; children go through garbage collection.
     rec._forget(_namespace(namespace), name)
+    if (kube := memo.get("kube")) is not None:
+        kube.written.forget_children(_namespace(namespace), rec.child_names(name))
 
 
 def _owner_name(body: kopf.Body) -> str | None:
@@ -204,24 +246,20 @@ def _child_event(
     owner = _owner_name(body)
     if not owner or not namespace or type is None:
         return  # type None: the initial listing; the MLModel's resume handler covers it
-    try:
-        _run(memo, namespace, owner, f"child:{body.get('kind', '?')}")
-    except (SpecError, rec.ReconcileError) as exc:
-        log.warning(
-            "reconcile of %s/%s after a %s event failed: %s",
-            namespace,
-            owner,
-            body.get("kind"),
-            exc,
-        )
+    kube = memo.get("kube")
+    if kube is not None and not kube.written.observe(type, dict(body)):
+        metrics.CHILD_EVENTS_DROPPED.labels(body.get("kind", "?")).inc()
+        return  # our own write coming back, or a status change nothing reads
+    _enqueue(memo, namespace, owner, f"child:{body.get('kind', '?')}")
 
 
-for _group, _version, _plural in (
+CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("", "v1", "configmaps"),
-):
+)
+for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(_child_event)
 
 
@@ -238,7 +276,4 @@ def _pod_event(
     diagnosis = None if type == "DELETED" else diagnose_pod(dict(body))
     if not memo.pods.changed(uid, type, diagnosis):
         return
-    try:
-        _run(memo, namespace, model, "pod", coalesce=True)
-    except (SpecError, rec.ReconcileError) as exc:
-        log.warning("reconcile of %s/%s after a pod event failed: %s", namespace, model, exc)
+    _enqueue(memo, namespace, model, "pod")

@@ -24,3 +24,13 @@ MODEL_READY = Gauge(
     "1 while the MLModel's Ready condition is True",
     ["namespace", "name"],
 )
+CHILD_EVENTS_DROPPED = Counter(
+    "mlmodel_operator_child_events_dropped_total",
+    "Child watch events that needed no reconcile (the echo of the operator's own write, or "
+    "a status change the MLModel's status does not read)",
+    ["kind"],
+)
+LEADER = Gauge(
+    "mlmodel_operator_leader",
+    "1 while this replica holds the leader Lease and reconciles (1 without leader election)",
+)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .builders import Monitoring
-from .names import SETTINGS_ENV_PREFIX
+from .leader import Timings
+from .names import OPERATOR_NAME, SETTINGS_ENV_PREFIX
+
+SERVICEACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 class OperatorSettings(BaseSettings):
@@ -19,12 +23,39 @@ class OperatorSettings(BaseSettings):
         default="", description="comma-separated namespaces; empty = cluster-wide"
     )
     runtime_image: str = Field(default="n1v1-ml-serving:0.1.0", description="runtime image default")
-    peering_name: str = Field(default="", description="kopf peering object; empty = standalone")
+    leader_election: bool = Field(
+        default=False,
+        description="hold a coordination.k8s.io Lease to reconcile (several replicas: one "
+        "leads, the others wait); the chart turns it on",
+    )
+    leader_election_namespace: str = Field(
+        default="",
+        description="namespace of the Lease; empty = the pod's own (its ServiceAccount's)",
+    )
+    leader_election_lease: str = Field(default=OPERATOR_NAME, description="name of the Lease")
+    lease_duration_seconds: float = Field(
+        default=10.0, ge=2, le=300,
+        description="a Lease not renewed for this long is taken over by a standby",
+    )
+    renew_deadline_seconds: float = Field(
+        default=7.0, ge=1, le=299,
+        description="a leader that cannot renew for this long stops (before the Lease expires)",
+    )
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="how often the Lease is renewed or tried",
+    )
     health_port: int = Field(default=8080, ge=0, le=65535, description="GET /healthz (0 = off)")
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="GET /metrics (0 = off)")
     log_level: str = Field(default="info", pattern="(?i)^(debug|info|warning|error)$")
     resync_seconds: float = Field(
-        default=60.0, gt=0, description="level-triggered full reconcile period"
+        default=60.0, gt=0, description="period of the operator-wide level-triggered resync"
+    )
+    reconcile_workers: int = Field(
+        default=8, ge=1, le=64, description="threads reconciling MLModels in parallel",
+    )
+    resync_verify_every: int = Field(
+        default=10, ge=1, le=1000,
+        description="every Nth resync re-reads and re-applies every child, even unchanged ones",
     )
     watch_timeout_seconds: int = Field(
         default=60,
@@ -54,6 +85,23 @@ class OperatorSettings(BaseSettings):
             latency_window=self.latency_window,
             polling_seconds=self.keda_polling_seconds,
         )
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> OperatorSettings:
+        self.timings()  # retry < renew deadline < lease duration, or a ValueError naming them
+        return self
+
+    def timings(self) -> Timings:
+        return Timings(self.lease_duration_seconds, self.renew_deadline_seconds,
+                       self.retry_period_seconds)
+
+    def lease_namespace(self) -> str:
+        if self.leader_election_namespace:
+            return self.leader_election_namespace
+        try:
+            return Path(SERVICEACCOUNT_NAMESPACE).read_text().strip() or "default"
+        except OSError:
+            return "default"
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]

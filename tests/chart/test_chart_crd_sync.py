@@ -37,7 +37,7 @@ def tree(tmp_path: Path):
     src.mkdir()
     shutil.copy(REPO_ROOT / "crds" / "serving.n1v1.io_mlmodels.yaml", src)
     dst.mkdir()
-    # A chart-owned file (like kopf's peering CRDs) that the script must leave alone.
+    # A chart-owned file (a CRD of another project, say) that the script must leave alone.
     (dst / "kopf.dev_peerings.yaml").write_text("kind: CustomResourceDefinition\n")
     return src, dst
 

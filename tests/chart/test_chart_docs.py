@@ -69,7 +69,7 @@ def test_readme_rbac_table_matches_the_rendered_cluster_role():
     documented = set()
     for line in block.splitlines():
         m = re.match(r"^\| (`?[\w.]+`?|core) \| `([\w/]+)` \| ([a-z, ]+) \|", line)
-        if m and "only with peering" not in line:
+        if m and "leader election" not in line:
             group = "" if m.group(1) == "core" else m.group(1).strip("`")
             documented |= {(group, m.group(2), v.strip()) for v in m.group(3).split(",")}
     rendered = rule_set(one(render(), "ClusterRole")["rules"])
@@ -81,8 +81,7 @@ def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
     """operator/RBAC.md's table as (group, resource, verb) triples, by condition."""
     text = (REPO_ROOT / "operator" / "RBAC.md").read_text()
     out: dict[str, set[tuple[str, str, str]]] = {"always": set(), "clusterwide": set(),
-                                                 "peering-cluster": set(),
-                                                 "peering-namespaced": set(), "keda": set()}
+                                                 "leader": set(), "keda": set()}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 4 or not cells[0].startswith("`"):
@@ -90,12 +89,8 @@ def rbac_md_rules() -> dict[str, set[tuple[str, str, str]]]:
         group = cells[0].strip("`").strip('"')
         verbs = re.findall(r"`([a-z]+)`", cells[2])
         resources = re.findall(r"`([a-z/]+)`", cells[1])
-        if group == "kopf.dev":
-            for r in resources:
-                key = "peering-cluster" if r.startswith("cluster") else "peering-namespaced"
-                out[key] |= {(group, r, v) for v in verbs}
-            continue
         key = ("clusterwide" if "cluster-wide mode only" in cells[3]
+               else "leader" if "leader election" in cells[3]
                else "keda" if "only with `keda.enabled`" in cells[3] else "always")
         out[key] |= {(group, r, v) for r in resources for v in verbs}
     return out
@@ -112,15 +107,16 @@ def test_rbac_md_parses():
     assert ("serving.n1v1.io", "mlmodels/status", "patch") in md["always"]
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "watch") in md["clusterwide"]
     assert not any(r == "namespaces" for _, r, _ in set().union(*md.values()))
-    assert ("kopf.dev", "kopfpeerings", "patch") in md["peering-namespaced"]
+    assert md["leader"] == {("coordination.k8s.io", "leases", v)
+                            for v in ("get", "create", "update")}
 
 
 def test_chart_grants_exactly_rbac_md_cluster_wide():
     md = rbac_md_rules()
-    assert granted({}) == md["always"] | md["clusterwide"]
-    assert granted({"peering": {"enabled": True}}) == \
-        md["always"] | md["clusterwide"] | md["peering-cluster"]
-    keda = {"keda": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}}
+    assert granted({}) == md["always"] | md["clusterwide"] | md["leader"]
+    off = {"leaderElection": {"enabled": False}}
+    assert granted(off) == md["always"] | md["clusterwide"]
+    keda = {**off, "keda": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}}
     assert granted(keda) == md["always"] | md["clusterwide"] | md["keda"]
     assert md["keda"] == {("keda.sh", "scaledobjects", v)
                           for v in ("get", "create", "patch", "delete")}
@@ -129,6 +125,5 @@ def test_chart_grants_exactly_rbac_md_cluster_wide():
 def test_chart_grants_exactly_rbac_md_per_namespace():
     md = rbac_md_rules()
     ns = {"operator": {"watchNamespaces": ["a"]}}
-    assert granted(ns) == md["always"]
-    assert granted({**ns, "peering": {"enabled": True}}) == \
-        md["always"] | md["peering-namespaced"]
+    assert granted({**ns, "leaderElection": {"enabled": False}}) == md["always"]
+    assert granted(ns) == md["always"] | md["leader"]

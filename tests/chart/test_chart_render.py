@@ -68,6 +68,8 @@ def test_default_objects(default_docs):
         ("ClusterRoleBinding", FULLNAME),
         ("Deployment", FULLNAME),
         ("Service", f"{FULLNAME}-metrics"),
+        ("Role", f"{FULLNAME}-leader-election"),
+        ("RoleBinding", f"{FULLNAME}-leader-election"),
     ])
     for d in default_docs:
         if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
@@ -79,12 +81,18 @@ def test_default_deployment_settings(default_docs):
     c = container(default_docs)
     assert c["image"] == "n1v1-mlmodel-operator:0.1.0"
     assert dep["spec"]["replicas"] == 1
-    # Standalone kopf cannot see a second copy of itself: never overlap two pods.
-    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election: the new pod stands by until the old one hands the Lease over.
+    assert dep["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     assert env_of(default_docs) == {
         "OPERATOR_NAMESPACES": "",
         "OPERATOR_RUNTIME_IMAGE": "n1v1-ml-serving:0.1.0",
-        "OPERATOR_PEERING_NAME": "",
+        "OPERATOR_LEADER_ELECTION": "true",
+        "OPERATOR_LEADER_ELECTION_NAMESPACE": NAMESPACE,
+        "OPERATOR_LEADER_ELECTION_LEASE": FULLNAME,
+        "OPERATOR_LEASE_DURATION_SECONDS": "10",
+        "OPERATOR_RENEW_DEADLINE_SECONDS": "7",
+        "OPERATOR_RETRY_PERIOD_SECONDS": "2",
         "OPERATOR_HEALTH_PORT": "8080",
         "OPERATOR_METRICS_PORT": "9090",
         "OPERATOR_LOG_LEVEL": "info",
@@ -192,7 +200,8 @@ def test_watch_namespaces_gives_roles_per_namespace():
             {"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
     # Nothing at all is granted cluster-wide when namespaces are listed.
     assert find(docs, "ClusterRole") == [] and find(docs, "ClusterRoleBinding") == []
-    assert len(find(docs, "Role")) == 2
+    # One per watched namespace, plus the Lease's in the release namespace.
+    assert len(find(docs, "Role")) == 3
 
 
 def test_cluster_wide_grants_namespaced_rules_in_the_cluster_role(default_docs):
@@ -200,7 +209,8 @@ def test_cluster_wide_grants_namespaced_rules_in_the_cluster_role(default_docs):
     assert ("serving.n1v1.io", "mlmodels", "watch") in triples
     assert ("serving.n1v1.io", "mlmodels/status", "patch") in triples
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in triples
-    assert find(default_docs, "Role") == []
+    assert [r["metadata"]["name"] for r in find(default_docs, "Role")] == [
+        f"{FULLNAME}-leader-election"]
     crb = one(default_docs, "ClusterRoleBinding")
     assert crb["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
@@ -209,8 +219,8 @@ def test_cluster_wide_grants_namespaced_rules_in_the_cluster_role(default_docs):
 @pytest.mark.parametrize("values", [
     {},
     {"operator": {"watchNamespaces": ["a", "b"]}},
-    {"peering": {"enabled": True}},
-    {"peering": {"enabled": True}, "operator": {"watchNamespaces": ["a"]}},
+    {"replicaCount": 2},
+    {"leaderElection": {"enabled": False}, "operator": {"watchNamespaces": ["a"]}},
 ])
 def test_rbac_is_least_privilege(values):
     docs = render(values)
@@ -227,37 +237,56 @@ def test_rbac_is_least_privilege(values):
             assert "nonResourceURLs" not in rule
 
 
-def test_peering_cluster_wide():
-    docs = render({"peering": {"enabled": True}})
-    peering = one(docs, "ClusterKopfPeering")
-    assert peering["apiVersion"] == "kopf.dev/v1"
-    assert peering["metadata"]["name"] == FULLNAME
-    assert env_of(docs)["OPERATOR_PEERING_NAME"] == FULLNAME
-    dep = one(docs, "Deployment")
+def test_leader_election_by_default_rolls_and_grants_one_lease_in_the_release_namespace(
+    default_docs,
+):
+    env = env_of(default_docs)
+    assert env["OPERATOR_LEADER_ELECTION"] == "true"
+    assert env["OPERATOR_LEADER_ELECTION_NAMESPACE"] == NAMESPACE
+    assert env["OPERATOR_LEADER_ELECTION_LEASE"] == FULLNAME
+    assert (env["OPERATOR_LEASE_DURATION_SECONDS"], env["OPERATOR_RENEW_DEADLINE_SECONDS"],
+            env["OPERATOR_RETRY_PERIOD_SECONDS"]) == ("10", "7", "2")
+    dep = one(default_docs, "Deployment")
     assert dep["spec"]["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-    triples = rule_set(one(docs, "ClusterRole")["rules"])
-    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")} \
-        <= triples
-    assert not any(r == "kopfpeerings" for _, r, _ in triples)
-    assert find(docs, "KopfPeering") == []
-
-
-def test_peering_namespaced():
-    docs = render({"peering": {"enabled": True, "name": "shared"},
-                   "operator": {"watchNamespaces": ["a", "b"]}})
-    assert env_of(docs)["OPERATOR_PEERING_NAME"] == "shared"
-    for ns in ("a", "b"):
-        assert one(docs, "KopfPeering", "shared", ns)["apiVersion"] == "kopf.dev/v1"
-        assert ("kopf.dev", "kopfpeerings", "patch") in rule_set(
-            one(docs, "Role", FULLNAME, ns)["rules"])
-    assert find(docs, "ClusterKopfPeering") == []
-    assert find(docs, "ClusterRole") == []
-
-
-def test_peering_off_grants_no_peering_access(default_docs):
-    assert not any(g == "kopf.dev" for g, _, _ in
+    role = one(default_docs, "Role", f"{FULLNAME}-leader-election", NAMESPACE)
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": [FULLNAME], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    binding = one(default_docs, "RoleBinding", f"{FULLNAME}-leader-election", NAMESPACE)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    # Leases are never granted cluster-wide.
+    assert not any(r == "leases" for _, r, _ in
                    rule_set(one(default_docs, "ClusterRole")["rules"]))
+    # One replica: a PodDisruptionBudget would only block node drains.
+    assert find(default_docs, "PodDisruptionBudget") == []
+
+
+def test_two_replicas_get_a_pod_disruption_budget():
+    docs = render({"replicaCount": 2, "leaderElection": {"leaseName": "ops-lock"}})
+    assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    pdb = one(docs, "PodDisruptionBudget", FULLNAME, NAMESPACE)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == \
+        one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert env_of(docs)["OPERATOR_LEADER_ELECTION_LEASE"] == "ops-lock"
+    assert one(docs, "Role", f"{FULLNAME}-leader-election", NAMESPACE)["rules"][0][
+        "resourceNames"] == ["ops-lock"]
+    assert find(render({"replicaCount": 2, "podDisruptionBudget": {"enabled": False}}),
+                "PodDisruptionBudget") == []
+
+
+def test_without_leader_election_one_replica_recreated_and_no_lease_access():
+    docs = render({"leaderElection": {"enabled": False}})
+    assert "OPERATOR_LEADER_ELECTION" not in env_of(docs)
+    assert one(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert find(docs, "Role") == []
+    result = template({"replicaCount": 2, "leaderElection": {"enabled": False}}, check=False)
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled" in result.stderr
 
 
 def test_existing_service_account():
@@ -335,5 +364,4 @@ def test_crds_ship_with_the_chart():
     out = template(extra=["--include-crds"]).stdout
     crds = {d["metadata"]["name"] for d in yaml.safe_load_all(out)
             if d and d["kind"] == "CustomResourceDefinition"}
-    assert crds == {"mlmodels.serving.n1v1.io", "clusterkopfpeerings.kopf.dev",
-                    "kopfpeerings.kopf.dev"}
+    assert crds == {"mlmodels.serving.n1v1.io"}

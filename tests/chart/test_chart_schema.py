@@ -15,9 +15,11 @@ from tests.chart.chart_helpers import lint, template
         ({"serviceMonitor": {"enable": True}}, "enable"),
         ({"keda": {"enabled": True, "prometheus": "http://p:9090"}}, "prometheus"),
         ({"keda": {"enabled": True}}, "prometheusUrl"),  # enabled needs the address
-        ({"peering": {"enabled": "yes"}}, "enabled"),
+        ({"leaderElection": {"enabled": "yes"}}, "enabled"),
+        ({"peering": {"enabled": True}}, "peering"),  # replaced by leaderElection
+        ({"leaderElection": {"leaseDurationSeconds": 1}}, "leaseDurationSeconds"),
         ({"replicaCount": "1"}, "replicaCount"),
-        ({"replicaCount": 2}, "replicaCount"),
+        ({"replicaCount": -1}, "replicaCount"),
         ({"operator": {"logLevel": "verbose"}}, "logLevel"),
         ({"operator": {"metricsPort": 70000}}, "metricsPort"),
         ({"operator": {"watchNamespaces": ["Team_A"]}}, "watchNamespaces"),
@@ -45,7 +47,7 @@ def test_bad_values_are_rejected(values, complaint):
     [
         {"replicaCount": 0},
         {"operator": {"watchNamespaces": ["team-a", "b"]}},
-        {"peering": {"enabled": True, "name": "p"}},
+        {"replicaCount": 3, "leaderElection": {"leaseName": "p"}},
         {"resources": {"requests": {"cpu": "100m", "memory": 256}}},
         {"serviceMonitor": {"enabled": True, "scrapeTimeout": "", "interval": "1m30s"}},
         {"keda": {"enabled": True, "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
@@ -61,8 +63,8 @@ def test_good_values_are_accepted(values):
     "values",
     [
         {},
-        {"operator": {"watchNamespaces": ["a", "b"]}, "peering": {"enabled": True}},
-        {"peering": {"enabled": True}},
+        {"operator": {"watchNamespaces": ["a", "b"]}, "replicaCount": 2},
+        {"leaderElection": {"enabled": False}},
         {"serviceMonitor": {"enabled": True},
          "keda": {"enabled": True, "prometheusUrl": "http://prometheus:9090"}},
         {"serviceAccount": {"create": False, "name": "ops"}, "rbac": {"create": False}},

@@ -15,6 +15,7 @@ from mlmodel_operator.apply import (
     owns_field,
     path_for,
 )
+from mlmodel_operator.written import WrittenMemory
 
 
 def live(manager: str = FIELD_MANAGER, operation: str = "Apply", replicas: int | None = 3):
@@ -93,6 +94,8 @@ class _Recorded(Kube):
     def __init__(self, objects: dict[str, dict]) -> None:
         self.objects, self.patches = objects, []
         self._discovery = {}
+        self.written = WrittenMemory()
+        self.may_write = None
 
     def request(self, method, path, body=None, **_):  # type: ignore[override]
         if method == "GET":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any
 
 import kopf
@@ -156,37 +155,16 @@ def test_an_mlmodel_deleted_during_its_reconcile_is_not_an_error():
         run(kube)
 
 
-def test_coalesced_reconciles_collapse_while_one_waits():
-    kube = FakeKube([unschedulable_pod()])
-    lock = rec._lock_for(OWNER.namespace, OWNER.name)
-    results: list[Any] = []
-    with lock:  # a reconcile is running: the first pod trigger waits for it
-        t = threading.Thread(target=lambda: results.append(run(kube, coalesce=True)))
-        t.start()
-        for _ in range(200):
-            if (OWNER.namespace, OWNER.name) in rec._queued:
-                break
-            threading.Event().wait(0.01)
-        assert run(kube, coalesce=True) is None  # covered by the waiting one
-        assert kube.pod_queries == []
-    t.join(5)
-    assert results and results[0] is not None
-    assert len(kube.pod_queries) == 1
-    assert run(kube, coalesce=True) is not None  # nothing waiting any more: runs
-
-
 def pods_memo() -> kopf.Memo:
-    """What a pod handler's memo holds (a copy of the operator memo; no Kube needed here)."""
-    return kopf.Memo(settings=OperatorSettings(), pods=handlers.PodMemory())
+    """What a pod handler's memo holds (a copy of the operator memo; no Kube needed here).
+    The queue has no worker threads: the test drains it."""
+    return handlers.operator_memo(OperatorSettings(), kube=None)  # type: ignore[arg-type]
 
 
 def test_pod_events_trigger_a_reconcile_only_when_the_pods_diagnosis_changes(monkeypatch):
     calls: list[tuple[str, str, str, bool]] = []
     monkeypatch.setattr(
-        handlers,
-        "_run",
-        lambda memo, ns, name, trigger, coalesce=False: calls.append((ns, name, trigger, coalesce)),
-    )
+        handlers, "_run", lambda memo, ns, name, trigger: calls.append((ns, name, trigger)))
     memo = pods_memo()
     last = terminated(3, message="model fraud failed to load: golden check failed")
     name = "fraud-6d4f9c8b7-x2x7k"
@@ -201,7 +179,8 @@ def test_pod_events_trigger_a_reconcile_only_when_the_pods_diagnosis_changes(mon
     ]
     for type_, body in life:
         handlers._pod_event(body=body, type=type_, namespace=OWNER.namespace, memo=memo)
-    assert calls == [(OWNER.namespace, OWNER.name, "pod", True)] * 4
+        memo.queue.drain()
+    assert calls == [(OWNER.namespace, OWNER.name, "pod")] * 4
     assert len(memo.pods) == 0
 
 
@@ -214,6 +193,7 @@ def test_pod_events_of_healthy_pods_cost_nothing(monkeypatch):
         for type_ in ("ADDED", "MODIFIED", "MODIFIED", "DELETED"):
             handlers._pod_event(body=p, type=type_, namespace=OWNER.namespace, memo=memo)
     handlers._pod_event(body=unschedulable_pod(), type=None, namespace=OWNER.namespace, memo=memo)
+    assert memo.queue.drain() == 0
     assert calls == []
 
 
@@ -222,11 +202,12 @@ def test_pod_without_the_model_label_is_ignored(monkeypatch):
     monkeypatch.setattr(handlers, "_run", lambda *a, **kw: calls.append(a))
     p = unschedulable_pod()
     del p["metadata"]["labels"][handlers.MODEL_LABEL]
-    handlers._pod_event(body=p, type="ADDED", namespace=OWNER.namespace, memo=pods_memo())
-    assert calls == []
+    memo = pods_memo()
+    handlers._pod_event(body=p, type="ADDED", namespace=OWNER.namespace, memo=memo)
+    assert memo.queue.drain() == 0 and calls == []
 
 
-def test_pods_are_watched_with_a_server_side_selector():
+def test_pods_and_children_are_watched_with_server_side_selectors():
     from kopf._cogs.structs.references import Resource
 
     settings = kopf.OperatorSettings()
@@ -234,7 +215,10 @@ def test_pods_are_watched_with_a_server_side_selector():
     pods = Resource("", "v1", "pods", kind="Pod", namespaced=True)
     deps = Resource("apps", "v1", "deployments", kind="Deployment", namespaced=True)
     assert settings.watching.label_selectors.collect(pods) == [handlers.POD_SELECTOR]
-    assert settings.watching.label_selectors.collect(deps) == []
+    # Children too: a cluster's other ConfigMaps and Deployments never reach the operator.
+    assert settings.watching.label_selectors.collect(deps) == [handlers.MANAGED_SELECTOR]
+    cms = Resource("", "v1", "configmaps", kind="ConfigMap", namespaced=True)
+    assert settings.watching.label_selectors.collect(cms) == [handlers.MANAGED_SELECTOR]
     # The selector matches the labels every runtime pod carries.
     labels = unschedulable_pod()["metadata"]["labels"]
     for part in handlers.POD_SELECTOR.split(","):
@@ -291,8 +275,9 @@ def test_handlers_reconcile_with_the_memos_client_and_image(monkeypatch):
                          latency_window="20s"),
         kube,
     )
-    handlers.mlmodel_resync(namespace="ns", name="m", memo=memo)
+    handlers._resync_one(memo, "ns", "m", verify=False)
+    assert memo.queue.drain() == 1
     assert seen == [
-        (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "timer", "coalesce": False,
+        (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "resync",
                            "monitoring": builders.Monitoring("http://p:9090", "20s", 15)})
     ]

@@ -60,12 +60,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-Peering object name (empty when peering is off: the operator then runs standalone).
+The leader election Lease's name (in the release namespace).
 */}}
-{{- define "mlmodel-operator.peeringName" -}}
-{{- if .Values.peering.enabled }}
-{{- default (include "mlmodel-operator.fullname" .) .Values.peering.name }}
-{{- end }}
+{{- define "mlmodel-operator.leaseName" -}}
+{{- default (include "mlmodel-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/*
@@ -78,6 +76,10 @@ Watched namespaces, de-duplicated, in the order given.
 {{/*
 Service names are DNS-1123 labels (63 characters): shorten the full name, keep the suffix.
 */}}
+{{- define "mlmodel-operator.leaderElectionRoleName" -}}
+{{- printf "%s-leader-election" (include "mlmodel-operator.fullname" . | trunc 47 | trimSuffix "-") }}
+{{- end }}
+
 {{- define "mlmodel-operator.metricsServiceName" -}}
 {{- printf "%s-metrics" (include "mlmodel-operator.fullname" . | trunc 55 | trimSuffix "-") }}
 {{- end }}

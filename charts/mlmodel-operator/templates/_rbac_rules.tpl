@@ -54,12 +54,6 @@ namespace.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-{{- if and .Values.peering.enabled .Values.operator.watchNamespaces }}
-# kopf keeps its keep-alives in a namespaced KopfPeering per watched namespace.
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
 {{- end }}
 
 {{- define "mlmodel-operator.rules.cluster" -}}
@@ -69,11 +63,5 @@ namespace.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- end }}
-{{- if and .Values.peering.enabled (not .Values.operator.watchNamespaces) }}
-# Cluster-wide kopf keeps its keep-alives in a ClusterKopfPeering.
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- end }}
