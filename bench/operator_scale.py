@@ -74,7 +74,9 @@ def cluster_env(extra_kcm: str = "") -> dict[str, str]:
         "N1V1_APISERVER_ARGS": (
             f"--audit-policy-file={WORK / 'audit-policy.yaml'} --audit-log-path={audit} "
             "--audit-log-format=json --audit-log-mode=batch --audit-log-maxsize=0 "
-            "--max-requests-inflight=800 --max-mutating-requests-inflight=400"
+            "--max-requests-inflight=800 --max-mutating-requests-inflight=400 "
+            # /debug/pprof on the API server, to see where its CPU goes under this load.
+            "--profiling=true"
         ),
         "N1V1_CONTROLLER_MANAGER_ARGS": (
             "--kube-api-qps=400 --kube-api-burst=800 --concurrent-deployment-syncs=10 "

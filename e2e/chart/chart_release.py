@@ -73,9 +73,9 @@ class ChartRelease:
         return serviceaccount_kubeconfig(self.kubeconfig, self.namespace, self.serviceaccount, dest)
 
     def upgrade(self, values: Mapping[str, Any] | None = None, *extra: str,
-                tmp: Path) -> subprocess.CompletedProcess[str]:
+                tmp: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.helm("upgrade", self.release, str(CHART), *_values_args(values, tmp),
-                         *extra, "--wait", "--timeout", "180s", timeout=240)
+                         *extra, "--wait", "--timeout", "180s", timeout=240, check=check)
 
     def uninstall(self) -> None:
         self.helm("uninstall", self.release, "--wait", "--timeout", "120s", timeout=180)

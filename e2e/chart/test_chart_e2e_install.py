@@ -43,9 +43,8 @@ def test_install_creates_the_operator_objects(release: ChartRelease, kubeconfig:
                      ("clusterrole", None), ("clusterrolebinding", None)]:
         args = [kind, name if kind != "service" else f"{name}-metrics"]
         assert get_json(kubeconfig, *args, *(["-n", ns] if ns else [])), kind
-    for crd in ("mlmodels.serving.n1v1.io", "clusterkopfpeerings.kopf.dev",
-                "kopfpeerings.kopf.dev"):
-        assert get_json(kubeconfig, "crd", crd), crd
+    assert get_json(kubeconfig, "crd", "mlmodels.serving.n1v1.io")
+    assert get_json(kubeconfig, "role", f"{name}-leader-election", "-n", release.namespace)
 
 
 def test_operator_pod_is_admitted_under_the_restricted_profile(
@@ -80,10 +79,21 @@ def can_i(sa_config: Path, *args: str) -> bool:
     (("delete", "mlmodels.serving.n1v1.io", "-n", "anywhere"), False),
     (("create", "clusterrolebindings.rbac.authorization.k8s.io"), False),
     (("patch", "customresourcedefinitions.apiextensions.k8s.io"), False),
-    (("patch", "clusterkopfpeerings.kopf.dev"), False),  # peering is off
+    (("update", "leases.coordination.k8s.io", "-n", "anywhere"), False),  # only its own
 ])
 def test_service_account_permissions(sa_config: Path, args, allowed):
     assert can_i(sa_config, *args) is allowed, args
+
+
+def test_the_lease_is_granted_by_name_in_the_release_namespace_only(
+    release: ChartRelease, sa_config: Path
+):
+    ns, lease = release.namespace, release.fullname
+    assert can_i(sa_config, "update", f"leases.coordination.k8s.io/{lease}", "-n", ns)
+    assert can_i(sa_config, "get", f"leases.coordination.k8s.io/{lease}", "-n", ns)
+    assert can_i(sa_config, "create", "leases.coordination.k8s.io", "-n", ns)
+    assert not can_i(sa_config, "update", "leases.coordination.k8s.io/other", "-n", ns)
+    assert not can_i(sa_config, "delete", f"leases.coordination.k8s.io/{lease}", "-n", ns)
 
 
 def test_operator_reconciles_as_the_chart_service_account(

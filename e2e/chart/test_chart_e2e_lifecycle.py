@@ -46,20 +46,26 @@ def test_upgrade_then_uninstall(kubeconfig: Path, module_namespace, module_tmp: 
                     kubeconfig=kubeconfig)
             assert op.forbidden_lines() == [], "\n".join(op.forbidden_lines())
 
-        # 2. Turning peering on adds the peering object and RBAC, and rolls instead of
-        # recreating.
-        rel.upgrade({"peering": {"enabled": True}}, "--reuse-values", tmp=module_tmp)
-        assert get_json(kubeconfig, "kopfpeering", name, "-n", models)
+        # 2. Two replicas: a PodDisruptionBudget; turning leader election off again needs
+        # one replica, and takes the Lease Role away and recreates instead of rolling.
         assert rel.deployment()["spec"]["strategy"]["type"] == "RollingUpdate"
-        role = get_json(kubeconfig, "role", name, "-n", models)
-        assert any("kopfpeerings" in r["resources"] for r in role["rules"])
+        rel.upgrade({"replicaCount": 2}, "--reuse-values", tmp=module_tmp)
+        assert get_json(kubeconfig, "pdb", name, "-n", op_ns)["spec"]["maxUnavailable"] == 1
+        refused = rel.upgrade({"leaderElection": {"enabled": False}}, "--reuse-values",
+                              tmp=module_tmp, check=False)
+        assert refused.returncode != 0
+        assert "replicaCount > 1 needs leaderElection.enabled" in refused.stderr
+        rel.upgrade({"replicaCount": 1, "leaderElection": {"enabled": False}}, "--reuse-values",
+                    tmp=module_tmp)
+        assert rel.deployment()["spec"]["strategy"]["type"] == "Recreate"
+        assert get_json(kubeconfig, "pdb", name, "-n", op_ns) is None
+        assert get_json(kubeconfig, "role", f"{name}-leader-election", "-n", op_ns) is None
 
         # 3. Back to cluster-wide: the Role goes, the ClusterRole gets the namespaced rules.
         rel.upgrade({"operator": {"watchNamespaces": []}}, "--reuse-values", tmp=module_tmp)
         assert get_json(kubeconfig, "role", name, "-n", models) is None
         cr = get_json(kubeconfig, "clusterrole", name)
         assert any("mlmodels" in r["resources"] for r in cr["rules"])
-        assert get_json(kubeconfig, "clusterkopfpeering", name)
     finally:
         rel.uninstall()
 
@@ -67,7 +73,7 @@ def test_upgrade_then_uninstall(kubeconfig: Path, module_namespace, module_tmp: 
     # crds/, so MLModels survive an uninstall).
     for args in (["deployment", name, "-n", op_ns], ["serviceaccount", name, "-n", op_ns],
                  ["service", f"{name}-metrics", "-n", op_ns], ["clusterrole", name],
-                 ["clusterrolebinding", name], ["clusterkopfpeering", name]):
+                 ["clusterrolebinding", name]):
         assert get_json(kubeconfig, *args) is None, args
     assert get_json(kubeconfig, "crd", "mlmodels.serving.n1v1.io")
     assert rel.helm("status", rel.release, check=False).returncode != 0

@@ -1,5 +1,6 @@
-"""The chart with `operator.watchNamespaces` and kopf peering: one Role per watched namespace,
-a KopfPeering in each, and an operator that serves those namespaces and nothing else."""
+"""The chart with `operator.watchNamespaces` and two replicas: one Role per watched
+namespace, the Lease's Role in the release namespace, and an operator that serves those
+namespaces and nothing else."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def setup(kubeconfig: Path, module_namespace, module_tmp: Path):
     other = module_namespace("chart-other")
     rel = install_chart(kubeconfig, op_ns, tmp=module_tmp, values={
         "operator": {"watchNamespaces": [watched]},
-        "peering": {"enabled": True},
+        "replicaCount": 2,
     })
     yield rel, watched, other
     rel.helm("uninstall", rel.release, check=False, timeout=180)
@@ -36,19 +37,24 @@ def test_rbac_is_scoped_to_the_watched_namespace(setup, kubeconfig: Path, module
     assert get_json(kubeconfig, "role", rel.fullname, "-n", other) is None
     cfg = rel.sa_kubeconfig(module_tmp / "ns-sa.kubeconfig")
     assert can_i(cfg, "create", "deployments.apps", "-n", watched)
-    assert can_i(cfg, "patch", "kopfpeerings.kopf.dev", "-n", watched)
+    assert can_i(cfg, "update", f"leases.coordination.k8s.io/{rel.fullname}", "-n",
+                 rel.namespace)
+    assert not can_i(cfg, "update", f"leases.coordination.k8s.io/{rel.fullname}", "-n",
+                     watched)
     assert not can_i(cfg, "create", "deployments.apps", "-n", other)
     assert not can_i(cfg, "list", "mlmodels.serving.n1v1.io", "--all-namespaces")
-    assert not can_i(cfg, "patch", "clusterkopfpeerings.kopf.dev")
 
 
-def test_peering_object_and_rolling_strategy(setup, kubeconfig: Path):
+def test_leader_election_settings_and_rolling_strategy(setup, kubeconfig: Path):
     rel, watched, _ = setup
     env = rel.operator_env()
     assert env["OPERATOR_NAMESPACES"] == watched
-    assert env["OPERATOR_PEERING_NAME"] == rel.fullname
-    assert get_json(kubeconfig, "kopfpeering", rel.fullname, "-n", watched)
+    assert env["OPERATOR_LEADER_ELECTION"] == "true"
+    assert env["OPERATOR_LEADER_ELECTION_NAMESPACE"] == rel.namespace
+    assert env["OPERATOR_LEADER_ELECTION_LEASE"] == rel.fullname
     assert rel.deployment()["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert rel.deployment()["spec"]["replicas"] == 2
+    assert get_json(kubeconfig, "pdb", rel.fullname, "-n", rel.namespace)
 
 
 def test_operator_serves_only_the_watched_namespace(setup, kubeconfig: Path, module_tmp: Path):
@@ -59,12 +65,9 @@ def test_operator_serves_only_the_watched_namespace(setup, kubeconfig: Path, mod
         apply_mlmodel(kubeconfig, mlmodel("other-model", other))
         wait_child(kubeconfig, "deployment", watched, "watched-model")
         wait_ready(kubeconfig, watched, "watched-model")
-        # kopf keeps its keep-alive in the namespace's KopfPeering: proof peering runs.
-        wait_for(
-            lambda: (get_json(kubeconfig, "kopfpeering", rel.fullname, "-n", watched) or {})
-            .get("status"),
-            timeout=60, describe="operator keep-alive in the KopfPeering status",
-        )
+        # It reconciled as the holder of the chart's Lease (in the release namespace).
+        lease = get_json(kubeconfig, "lease", rel.fullname, "-n", rel.namespace) or {}
+        assert (lease.get("spec") or {}).get("holderIdentity"), lease
         assert get_json(kubeconfig, "deployment", "other-model", "-n", other) is None
         kubectl("delete", "mlmodel", "watched-model", "-n", watched, "--wait=false",
                 kubeconfig=kubeconfig)

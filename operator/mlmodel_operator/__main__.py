@@ -74,10 +74,12 @@ def run(settings: OperatorSettings) -> int:
         raise SystemExit(1)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    metrics.LEADER.set(1)
     elector = _elect(settings, kube) if settings.leader_election else None
+    if elector is None:
+        metrics.LEADER.set(1)  # the only replica: it always reconciles
     stop = threading.Event()
     lost = threading.Event()
+    keeper: threading.Thread | None = None
     if elector is not None:
 
         def on_lost() -> None:
@@ -87,8 +89,9 @@ def run(settings: OperatorSettings) -> int:
             # A kopf that does not wind down in time must not linger as a zombie leader.
             threading.Timer(LOST_EXIT_SECONDS, os._exit, args=(1,)).start()
 
-        threading.Thread(target=elector.keep, args=(stop, on_lost), name="lease",
-                         daemon=True).start()
+        keeper = threading.Thread(target=elector.keep, args=(stop, on_lost), name="lease",
+                                  daemon=True)
+        keeper.start()
     namespaces = settings.namespace_list()
     log.info(
         "starting: %s, runtime image %s, %s",
@@ -112,6 +115,8 @@ def run(settings: OperatorSettings) -> int:
         )
     finally:
         stop.set()
+        if keeper is not None:
+            keeper.join(timeout=5)  # a renewal in flight must not land after the release
         if elector is not None and not lost.is_set():
             elector.release()
     if lost.is_set():

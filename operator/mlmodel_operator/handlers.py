@@ -110,9 +110,11 @@ def _process(memo: kopf.Memo, key: tuple[str, str], trigger: str) -> None:
         pass  # the status and an Event say what is wrong; only a spec change can fix it
     except NotLeaderError:
         pass  # this replica is stopping; the new leader reconciles everything at its start
-    except rec.ReconcileError as exc:
+    except Exception as exc:  # noqa: BLE001 - an API error, or a bug: retried either way
+        # ReconcileError's message names the call (its Event and status are written); other
+        # errors were not expected, so their traceback goes to the log.
         log.warning("reconcile of %s/%s failed, retrying in %.0f s: %s", namespace, name,
-                    RETRY_SECONDS, exc)
+                    RETRY_SECONDS, exc, exc_info=not isinstance(exc, rec.ReconcileError))
         memo.queue.add_after(key, RETRY_SECONDS, "retry")
 
 
@@ -181,6 +183,9 @@ def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None
     # (reconciles then fail, as before), a fresh pods' memory.
     operator: OperatorSettings = memo.setdefault("settings", OperatorSettings())
     memo.setdefault("pods", PodMemory())
+    if memo.get("queue") is None:
+        memo.queue = WorkQueue(lambda key, trigger: _process(memo, key, trigger),
+                               workers=operator.reconcile_workers)
     # Keep kopf's bookkeeping out of .status (the operator writes status itself) and under
     # our own annotation prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(

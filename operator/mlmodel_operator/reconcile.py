@@ -448,6 +448,8 @@ def _note_transition(
     before, after = ready_of(previous), ready_of(status)
     if before == after or after is None:
         return
+    if before is None and after[1] in ("RolloutInProgress", "RolloutPending"):
+        return  # a new MLModel starting up: its "Created ..." Event already says so
     cond = next(c for c in status["conditions"] if c["type"] == READY)
     type_ = (
         "Normal"

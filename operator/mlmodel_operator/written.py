@@ -75,9 +75,30 @@ def _status_digest(obj: dict[str, Any]) -> str:
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object without managedFields (the bulk of a Deployment, and never read back)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {**obj, "metadata": meta}
+    """What the MLModel's status is computed from (status.py, pod_diagnosis.current_pods):
+    a Deployment's identity, replicas, pod template labels and container env, and status.
+    A whole Deployment with its managedFields is ten times that, kept for every MLModel."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    template = spec.get("template") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation",
+                                          "resourceVersion", "labels") if k in meta},
+        "spec": {
+            **({"replicas": spec["replicas"]} if "replicas" in spec else {}),
+            "template": {
+                "metadata": {"labels": (template.get("metadata") or {}).get("labels") or {}},
+                "spec": {"containers": [
+                    {"name": c.get("name"), "env": [
+                        {"name": e.get("name"), "value": e.get("value")}
+                        for e in c.get("env") or [] if "value" in e]}
+                    for c in (template.get("spec") or {}).get("containers") or []]},
+            },
+        },
+        "status": obj.get("status") or {},
+    }
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from mlmodel_operator import builders
@@ -167,3 +168,23 @@ def test_an_apply_counts_as_an_update_only_when_spec_or_metadata_moved():
         "resourceVersion": "6"}})
     assert not changed_by_write(Written(digest=None, resource_version="5"), {"metadata": {
         "resourceVersion": "5"}})
+
+
+def test_the_kept_deployment_gives_the_same_status_as_the_whole_one():
+    from mlmodel_operator.status import Observed, compute_status
+    from mlmodel_operator.written import slim
+
+    dep = live_of(deployment(), rv="30")
+    dep["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                     "readyReplicas": 1, "availableReplicas": 1,
+                     "conditions": [{"type": "Available", "status": "True"}]}
+
+    def status_of(d: dict[str, Any]) -> dict[str, Any]:
+        st = compute_status(Observed("m", "ns", 1, "1.0.0", d, {}, pods=[]))
+        for c in st["conditions"]:
+            c.pop("lastTransitionTime", None)
+        return st
+
+    kept = slim(dep)
+    assert status_of(kept) == status_of(dep)
+    assert len(json.dumps(kept)) < len(json.dumps(dep)) / 2
