@@ -145,7 +145,7 @@ def run_operator(
             "OPERATOR_LOG_LEVEL": "info",
             **{f"OPERATOR_{k.upper()}": v for k, v in settings.items()},
         }
-        op = OperatorProcess(env, tmp_path / f"operator-{namespace}.log").start()
+        op = OperatorProcess(env, tmp_path / f"operator-{namespace}-{len(started)}.log").start()
         started.append(op)
         return op
 

@@ -163,3 +163,34 @@ def test_lease_holder_stops_writing_once_it_cannot_renew(kubeconfig, make_namesp
     lease = _lease(kubeconfig, ns, "lock")
     assert lease and lease["spec"]["holderIdentity"] == "second"
     assert lease["spec"]["leaseTransitions"] == 1
+
+
+def test_a_leader_that_loses_its_lease_stops_and_exits(
+    run_operator, operator_kubeconfig, kubeconfig, namespace,
+):
+    """Another identity takes the Lease over (as after a partition): the leader cannot
+    renew, stops writing after the renew deadline and exits 1 without releasing it."""
+    lease_ns, lease_name = _identity(operator_kubeconfig)
+    op = run_operator(namespace, leader_election="true", leader_election_namespace=lease_ns,
+                      leader_election_lease=lease_name, lease_duration_seconds="6",
+                      renew_deadline_seconds="4", retry_period_seconds="1")
+    wait_for(lambda: _holder(kubeconfig, lease_ns, lease_name) == _instance_of(op),
+             timeout=30, describe="the operator to lead")
+    from datetime import UTC, datetime
+
+    def intrude() -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kubectl("patch", "lease", lease_name, "-n", lease_ns, "--type=merge", "-p",
+                json.dumps({"spec": {"holderIdentity": "intruder", "renewTime": now,
+                                     "leaseDurationSeconds": 60}}), kubeconfig=kubeconfig)
+
+    intrude()
+    taken = time.monotonic()
+    assert op.proc is not None
+    op.proc.wait(timeout=30)
+    assert op.proc.returncode == 1
+    assert 3.5 <= time.monotonic() - taken < 20
+    assert "could not renew Lease" in op.logs()
+    assert "released Lease" not in op.logs()
+    assert _holder(kubeconfig, lease_ns, lease_name) == "intruder"
+    kubectl("delete", "lease", lease_name, "-n", lease_ns, kubeconfig=kubeconfig)

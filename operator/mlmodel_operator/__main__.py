@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -77,7 +78,7 @@ def run(settings: OperatorSettings) -> int:
     elector = _elect(settings, kube) if settings.leader_election else None
     if elector is None:
         metrics.LEADER.set(1)  # the only replica: it always reconciles
-    stop = threading.Event()
+    stop = threading.Event()  # the Lease keeper's
     lost = threading.Event()
     keeper: threading.Thread | None = None
     if elector is not None:
@@ -85,9 +86,14 @@ def run(settings: OperatorSettings) -> int:
         def on_lost() -> None:
             metrics.LEADER.set(0)
             lost.set()
-            stop.set()  # kopf.run returns; the fence already refuses every write
+            # kopf stops as on SIGTERM; the fence already refuses every write. (A stop_flag
+            # would do too, but kopf waits for it in an executor thread that its own
+            # shutdown joins: a SIGTERM then hung until the flag was set.)
+            os.kill(os.getpid(), signal.SIGTERM)
             # A kopf that does not wind down in time must not linger as a zombie leader.
-            threading.Timer(LOST_EXIT_SECONDS, os._exit, args=(1,)).start()
+            exit_timer = threading.Timer(LOST_EXIT_SECONDS, os._exit, args=(1,))
+            exit_timer.daemon = True
+            exit_timer.start()
 
         keeper = threading.Thread(target=elector.keep, args=(stop, on_lost), name="lease",
                                   daemon=True)
@@ -106,7 +112,6 @@ def run(settings: OperatorSettings) -> int:
             standalone=True,  # one replica reconciles: the Lease decides which, not peering
             # Settings and the Kube client reach the handlers through kopf's memo.
             memo=handlers.operator_memo(settings, kube),
-            stop_flag=stop,
             liveness_endpoint=(
                 f"http://0.0.0.0:{settings.health_port}{OPERATOR_HEALTH_PATH}"
                 if settings.health_port
