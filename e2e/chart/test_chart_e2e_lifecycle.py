@@ -18,7 +18,7 @@ def test_upgrade_then_uninstall(kubeconfig: Path, module_namespace, module_tmp: 
     try:
         name = rel.fullname
         before = rel.deployment()
-        assert before["spec"]["strategy"]["type"] == "Recreate"
+        assert before["spec"]["strategy"]["type"] == "RollingUpdate"  # leader election is on
         assert rel.operator_env()["OPERATOR_RUNTIME_IMAGE"] == "n1v1-ml-serving:0.1.0"
 
         # 1. A changed value: the default runtime image and the log level.

@@ -39,7 +39,7 @@ from .names import (
     SCALED_OBJECT_PLURAL,
     VERSION,
 )
-from .written import Written, WrittenMemory, changed_by_write, key_of
+from .written import Written, WrittenMemory, changed_by_write, key_of, live_before
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +241,7 @@ class Kube:
         return self._apply(
             manifest,
             path,
-            None if live is None else Written(
-                digest=None, resource_version=live["metadata"].get("resourceVersion")),
+            None if live is None else live_before(manifest, live),
             live is not None and needs_replicas_handover(manifest, live),
         )
 

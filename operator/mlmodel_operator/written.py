@@ -52,12 +52,37 @@ def changed_by_write(before: Written, after: dict[str, Any]) -> bool:
     meta = after.get("metadata") or {}
     if before.generation is None or meta.get("generation") is None:
         return meta.get("resourceVersion") != before.resource_version
-    return meta.get("generation") != before.generation or _meta_digest(after) != before.meta
+    return meta.get("generation") != before.generation or _meta_digest(
+        after, before.meta_keys) != before.meta
 
 
-def _meta_digest(obj: dict[str, Any]) -> str:
+MetaKeys = tuple[tuple[str, ...], tuple[str, ...]]  # the label and annotation keys we set
+
+
+def meta_keys(manifest: dict[str, Any]) -> MetaKeys:
+    meta = manifest.get("metadata") or {}
+    return (tuple(sorted(meta.get("labels") or {})), tuple(sorted(meta.get("annotations") or {})))
+
+
+def _meta_digest(obj: dict[str, Any], keys: MetaKeys) -> str:
+    """The labels and annotations the operator sets, as `obj` has them, and its owners.
+    Only ours: controllers add their own (a Deployment's revision annotation moves on every
+    rollout) and that is no drift."""
     meta = obj.get("metadata") or {}
-    return manifest_digest({k: meta.get(k) for k in ("labels", "annotations", "ownerReferences")})
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return manifest_digest({"l": [labels.get(k) for k in keys[0]],
+                            "a": [annotations.get(k) for k in keys[1]],
+                            "o": meta.get("ownerReferences")})
+
+
+def live_before(manifest: dict[str, Any], live: dict[str, Any]) -> Written:
+    """What an object read just before an apply says, to tell afterwards whether the apply
+    changed it."""
+    meta = live.get("metadata") or {}
+    keys = meta_keys(manifest)
+    return Written(digest=None, resource_version=meta.get("resourceVersion"),
+                   generation=meta.get("generation"), meta=_meta_digest(live, keys),
+                   meta_keys=keys)
 
 
 _STATUS_FIELDS = ("observedGeneration", "replicas", "readyReplicas", "updatedReplicas",
@@ -110,6 +135,7 @@ class Written:
     meta: str | None = None
     body: dict[str, Any] | None = None
     owns_replicas: bool = False  # our apply owns spec.replicas (the HPA hand-over needs it)
+    meta_keys: MetaKeys = ((), ())
 
 
 ABSENT = Written(digest=None)
@@ -165,7 +191,8 @@ class WrittenMemory:
             resource_version=meta.get("resourceVersion"),
             uid=meta.get("uid"),
             generation=meta.get("generation"),
-            meta=_meta_digest(live),
+            meta=_meta_digest(live, meta_keys(manifest)),
+            meta_keys=meta_keys(manifest),
             body=slim(live) if key[:2] in _KEEP_BODY else None,
             owns_replicas=owns_replicas,
         ))
@@ -209,7 +236,7 @@ class WrittenMemory:
             same_spec = (
                 entry.generation is not None
                 and meta.get("generation") == entry.generation
-                and _meta_digest(obj) == entry.meta
+                and _meta_digest(obj, entry.meta_keys) == entry.meta
             )
             if not same_spec:
                 # A hand edit (or a scale by the HPA): the next reconcile applies for real.
@@ -223,6 +250,7 @@ class WrittenMemory:
                 uid=entry.uid,
                 generation=entry.generation,
                 meta=entry.meta,
+                meta_keys=entry.meta_keys,
                 body=slim(obj) if entry.body is not None else None,
                 owns_replicas=entry.owns_replicas,
             )

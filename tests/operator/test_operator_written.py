@@ -73,9 +73,19 @@ def test_a_hand_edit_or_a_delete_drops_the_entry_so_the_next_apply_is_real():
 
     mem.wrote(dep, live_of(dep, rv="12"), owns_replicas=True)
     relabelled = live_of(dep, rv="13")
-    relabelled["metadata"]["labels"] = {**relabelled["metadata"]["labels"], "x": "y"}
+    label = next(iter(relabelled["metadata"]["labels"]))
+    relabelled["metadata"]["labels"] = {**relabelled["metadata"]["labels"], label: "edited"}
     assert mem.observe("MODIFIED", relabelled) is True  # metadata drift, no generation bump
     assert mem.get(key_of(dep)) is None
+
+    # What controllers add (the Deployment's revision annotation) or a user's own extra
+    # label is not ours, so not drift.
+    mem.wrote(dep, live_of(dep, rv="13"), owns_replicas=True)
+    annotated = live_of(dep, rv="14")
+    annotated["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "2"}
+    annotated["metadata"]["labels"] = {**annotated["metadata"]["labels"], "team": "x"}
+    assert mem.observe("MODIFIED", annotated) is False
+    assert mem.unchanged(dep) is not None
 
     mem.wrote(dep, live_of(dep, rv="14"), owns_replicas=True)
     assert mem.observe("DELETED", live_of(dep, rv="14")) is True
