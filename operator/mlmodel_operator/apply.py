@@ -39,7 +39,13 @@ from .names import (
     SCALED_OBJECT_PLURAL,
     VERSION,
 )
-from .written import Written, WrittenMemory, changed_by_write, key_of, live_before
+from .written import (
+    Written,
+    WrittenMemory,
+    changed_by_write,
+    key_of,
+    live_before,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +154,8 @@ class Kube:
         self.api = api_client or client.ApiClient()
         self._discovery: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
-        # What was last written to each watched child (written.py); the watch handlers feed
-        # it through observe_child().
+        # What was last written to each watched child (written.py); the child watch handlers
+        # feed it through written.observe().
         self.written = WrittenMemory()
         # Consulted before every write (leader election's fence); None: always allowed.
         self.may_write: Callable[[], bool] | None = None
@@ -208,11 +214,12 @@ class Kube:
         path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
         known = None if verify else self.written.get(key_of(manifest))
         if known is not None and known.digest is not None:
-            if self.written.unchanged(manifest) is not None:
+            if known.matches(manifest):
                 return ApplyResult("unchanged", known.body or {})
             # Ours and untouched since our last write (else the watch would have dropped the
-            # entry): no need to read it before the apply.
-            return self._apply(manifest, path, known, known.owns_replicas)
+            # entry): no need to read it before the apply, unless replicas change hands.
+            handover = known.owns_replicas and "replicas" not in manifest.get("spec", {})
+            return self._apply(manifest, path, known, self.get(path) if handover else None)
         live = self.get(path)
         if (
             live is not None
@@ -242,31 +249,33 @@ class Kube:
             manifest,
             path,
             None if live is None else live_before(manifest, live),
-            live is not None and needs_replicas_handover(manifest, live),
+            live if live is not None and needs_replicas_handover(manifest, live) else None,
         )
 
     def _apply(
-        self, manifest: dict[str, Any], path: str, before: Written | None, handover: bool
+        self, manifest: dict[str, Any], path: str, before: Written | None,
+        handover_from: dict[str, Any] | None,
     ) -> ApplyResult:
+        """The server-side apply itself; `handover_from`: the live object whose replicas a
+        second field manager keeps (autoscaling was just switched on)."""
         meta = manifest["metadata"]
-        if handover and "replicas" not in manifest.get("spec", {}):
+        live = handover_from
+        if live is not None and live.get("spec", {}).get("replicas") is not None:
             # Autoscaling was just switched on. Dropping spec.replicas from our apply would
             # delete the field (we are its only owner) and the Deployment would fall back to
             # 1 replica until the HPA reacts; a second manager keeps the current count.
-            live = self.get(path)
-            if live is not None and live.get("spec", {}).get("replicas") is not None:
-                self.request(
-                    "PATCH",
-                    path,
-                    body={
-                        "apiVersion": manifest["apiVersion"],
-                        "kind": manifest["kind"],
-                        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
-                        "spec": {"replicas": live["spec"]["replicas"]},
-                    },
-                    content_type="application/apply-patch+yaml",
-                    query=[("fieldManager", HANDOVER_MANAGER), ("force", "true")],
-                )
+            self.request(
+                "PATCH",
+                path,
+                body={
+                    "apiVersion": manifest["apiVersion"],
+                    "kind": manifest["kind"],
+                    "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                    "spec": {"replicas": live["spec"]["replicas"]},
+                },
+                content_type="application/apply-patch+yaml",
+                query=[("fieldManager", HANDOVER_MANAGER), ("force", "true")],
+            )
         try:
             out = self.request(
                 "PATCH",

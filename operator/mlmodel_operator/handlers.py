@@ -93,9 +93,13 @@ class PodMemory:
 def operator_memo(settings: OperatorSettings, kube: Kube) -> kopf.Memo:
     """The memo to pass as kopf.run(memo=...): what every handler reads."""
     memo = kopf.Memo(settings=settings, kube=kube, pods=PodMemory())
-    memo.queue = WorkQueue(lambda key, trigger: _process(memo, key, trigger),
-                           workers=settings.reconcile_workers)
+    memo.queue = _work_queue(memo, settings)
     return memo
+
+
+def _work_queue(memo: kopf.Memo, settings: OperatorSettings) -> WorkQueue:
+    return WorkQueue(lambda key, trigger: _process(memo, key, trigger),
+                     workers=settings.reconcile_workers)
 
 
 RETRY_SECONDS = 10.0  # a reconcile that failed on the API is tried again after this
@@ -184,8 +188,7 @@ def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None
     operator: OperatorSettings = memo.setdefault("settings", OperatorSettings())
     memo.setdefault("pods", PodMemory())
     if memo.get("queue") is None:
-        memo.queue = WorkQueue(lambda key, trigger: _process(memo, key, trigger),
-                               workers=operator.reconcile_workers)
+        memo.queue = _work_queue(memo, operator)
     # Keep kopf's bookkeeping out of .status (the operator writes status itself) and under
     # our own annotation prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(

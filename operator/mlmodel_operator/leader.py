@@ -138,10 +138,6 @@ class LeaderElector:
             return self._renewed_at is not None and (
                 self._clock() - self._renewed_at < self.t.renew_deadline)
 
-    @property
-    def leading(self) -> bool:
-        return self.may_write()
-
     # --- one attempt ------------------------------------------------------------------------
 
     def _expired(self, lease: dict[str, Any]) -> bool:

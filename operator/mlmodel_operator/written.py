@@ -8,10 +8,11 @@ keeps, per child the operator applied:
 - the digest of the manifest it sent and the resourceVersion the API server gave back, so a
   reconcile whose desired manifest is unchanged skips the child entirely, and the watch event
   echoing that very write is recognised and dropped;
-- the generation and the labels/annotations/owners, so a later event that changed neither
-  (a Deployment's status, an HPA's status) is not mistaken for a hand edit;
-- for Deployments, the live object without managedFields, kept fresh from the watch, since
-  the MLModel's status is computed from it;
+- the generation, and the labels and annotations the operator sets plus the owners, so a
+  later event that changed none of them (a Deployment's status, an HPA's status, a
+  controller's own annotation) is not mistaken for a hand edit;
+- for Deployments, the part of the live object the MLModel's status is computed from
+  (`slim`), kept fresh from the watch;
 - children known to be absent (a 404 or our delete), so "delete if present" asks nothing.
 
 Only kinds the operator watches are remembered: for them every change reaches `observe`, so
@@ -137,6 +138,10 @@ class Written:
     owns_replicas: bool = False  # our apply owns spec.replicas (the HPA hand-over needs it)
     meta_keys: MetaKeys = ((), ())
 
+    def matches(self, manifest: dict[str, Any]) -> bool:
+        """`manifest` is exactly what was last applied (never for an absent child)."""
+        return self.digest is not None and self.digest == manifest_digest(manifest)
+
 
 ABSENT = Written(digest=None)
 
@@ -149,7 +154,7 @@ def key_of(obj: dict[str, Any]) -> Key:
 
 
 class WrittenMemory:
-    """Thread-safe: kopf's handler threads and the resync both use it."""
+    """Thread-safe: kopf's handler threads and the WorkQueue's reconcile threads use it."""
 
     def __init__(self, max_entries: int = _MAX_ENTRIES) -> None:
         self._entries: dict[Key, Written] = {}
@@ -205,9 +210,7 @@ class WrittenMemory:
         """The entry when `manifest` is exactly what was last applied and nobody changed the
         object since (else None: apply for real)."""
         entry = self.get(key_of(manifest))
-        if entry is None or entry.digest is None:
-            return None
-        return entry if entry.digest == manifest_digest(manifest) else None
+        return entry if entry is not None and entry.matches(manifest) else None
 
     def observe(self, event_type: str | None, obj: dict[str, Any]) -> bool:
         """A watch event of a child; True when it may change what the operator does or

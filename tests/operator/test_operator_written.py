@@ -198,3 +198,14 @@ def test_the_kept_deployment_gives_the_same_status_as_the_whole_one():
     kept = slim(dep)
     assert status_of(kept) == status_of(dep)
     assert len(json.dumps(kept)) < len(json.dumps(dep)) / 2
+
+
+def test_the_remembered_kinds_are_exactly_the_watched_children():
+    # An unwatched kind in memory would go stale silently; a watched one missing costs
+    # requests. handlers.CHILD_RESOURCES registers the watches.
+    from mlmodel_operator import handlers
+    from mlmodel_operator.apply import _PATHS
+    from mlmodel_operator.written import WATCHED_KINDS
+
+    watched = {(f"{g}/{v}" if g else v, plural) for g, v, plural in handlers.CHILD_RESOURCES}
+    assert {(api, _PATHS[(api, kind)][1]) for api, kind in WATCHED_KINDS} == watched
