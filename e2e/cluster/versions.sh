@@ -9,3 +9,4 @@ PROMETHEUS_VERSION=v3.16.0
 METRICS_SERVER_VERSION=v0.9.0        # sigs.k8s.io/metrics-server (HPA on real CPU, real node only)
 PROMETHEUS_OPERATOR_VERSION=v0.85.0   # github.com/prometheus-operator/prometheus-operator (operator + config reloader)
 KEDA_VERSION=v2.21.0                  # github.com/kedacore/keda/v2 (operator + metrics API server)
+KUBE_ROUTER_VERSION=v2.1.0              # github.com/cloudnativelabs/kube-router/v2: NetworkPolicy on the real node (the only v2 the proxy serves here; test cluster only)
