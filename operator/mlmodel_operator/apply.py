@@ -56,6 +56,7 @@ _PATHS: dict[tuple[str, str], tuple[str, str]] = {
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("v1", "Service"): ("/api/v1", "services"),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): (
         "/apis/autoscaling/v2",
         "horizontalpodautoscalers",

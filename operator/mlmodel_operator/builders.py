@@ -38,6 +38,8 @@ MODELS_DIR = "/app/models"
 SOURCE_DIR = "/mnt/model-source"
 CHALLENGER_SOURCE_DIR = "/mnt/challenger-source"
 CA_BUNDLE_DIR = "/etc/n1v1/ca-bundle"
+AUTH_TOKENS_DIR = "/etc/n1v1/auth/tokens"  # spec.serving.auth.tokenSecret
+TLS_DIR = "/etc/n1v1/tls"  # spec.serving.auth.tlsSecret
 RUNTIME_UID = 10001
 # Requests get this long to drain after the endpoint is removed from the Service.
 PRESTOP_SLEEP_SECONDS = 5
@@ -84,11 +86,11 @@ def selector_string(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
 
 
-def service_url(name: str, namespace: str) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{RUNTIME_PORT}"
+def service_url(name: str, namespace: str, scheme: str = "http") -> str:
+    return f"{scheme}://{name}.{namespace}.svc.cluster.local:{RUNTIME_PORT}"
 
 
-def _metadata(owner: Owner, name: str | None = None) -> dict[str, Any]:
+def child_metadata(owner: Owner, name: str | None = None) -> dict[str, Any]:
     return {
         "name": name or owner.name,
         "namespace": owner.namespace,
@@ -286,6 +288,7 @@ def runtime_env(owner: Owner, spec: MLModelSpec, *,
     ]
     if spec.model.sha256:
         env.append({"name": names.ENV_MODEL_SHA256, "value": spec.model.sha256})
+    env += auth_env(spec)
     if challenger and spec.challenger is not None:
         env.append({"name": names.ENV_CHALLENGERS, "value": challengers_setting(owner, spec)})
     user_names = {e.name for e in spec.serving.env}
@@ -301,9 +304,45 @@ def runtime_env(owner: Owner, spec: MLModelSpec, *,
     return env + [e.model_dump(exclude_none=True) for e in spec.serving.env]
 
 
-def runtime_probes() -> dict[str, dict[str, Any]]:
-    """startupProbe, livenessProbe and readinessProbe of the runtime container."""
-    http_get = {"port": names.RUNTIME_PORT_NAME, "scheme": "HTTP"}
+def auth_env(spec: MLModelSpec) -> list[dict[str, Any]]:
+    """The runtime's token and TLS settings (spec.serving.auth). The health endpoints stay
+    open: the kubelet's probes and the operator's /health reads carry no token."""
+    auth = spec.serving.auth
+    env: list[dict[str, Any]] = []
+    if auth.tokenSecret:
+        env += [{"name": names.ENV_AUTH_TOKENS_DIR, "value": AUTH_TOKENS_DIR},
+                {"name": names.ENV_AUTH_HEALTH, "value": names.AUTH_HEALTH_OPEN}]
+    if auth.tlsSecret:
+        env += [{"name": names.ENV_TLS_CERT_FILE, "value": f"{TLS_DIR}/{names.TLS_CERT_KEY}"},
+                {"name": names.ENV_TLS_KEY_FILE, "value": f"{TLS_DIR}/{names.TLS_KEY_KEY}"}]
+    return env
+
+
+def runtime_scheme(spec: MLModelSpec) -> str:
+    """http, or https when spec.serving.auth.tlsSecret is set."""
+    return "https" if spec.serving.auth.tlsSecret else "http"
+
+
+def auth_volumes(spec: MLModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, runtime volumeMounts) of the token and TLS Secrets. Not optional: a missing
+    Secret keeps the pod from starting (the status names it) rather than serving open. A
+    Secret volume is refreshed in place by the kubelet, so rotations need no new pod."""
+    auth = spec.serving.auth
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    # 0440 with the pod's fsGroup: readable by the runtime's group, by nobody else
+    for name, secret, path in (("auth-tokens", auth.tokenSecret, AUTH_TOKENS_DIR),
+                               ("tls", auth.tlsSecret, TLS_DIR)):
+        if secret:
+            volumes.append({"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}})
+            mounts.append({"name": name, "mountPath": path, "readOnly": True})
+    return volumes, mounts
+
+
+def runtime_probes(spec: MLModelSpec) -> dict[str, dict[str, Any]]:
+    """startupProbe, livenessProbe and readinessProbe of the runtime container (HTTPS
+    with TLS on: the kubelet does not verify the certificate of a probe)."""
+    http_get = {"port": names.RUNTIME_PORT_NAME, "scheme": runtime_scheme(spec).upper()}
     return {
         # Model loading can take a while; liveness only starts once startup has passed.
         "startupProbe": {
@@ -347,8 +386,9 @@ def runtime_container(
         "volumeMounts": [
             {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *auth_volumes(spec)[1],
         ],
-        **runtime_probes(),
+        **runtime_probes(spec),
         # Keep serving while the endpoint is removed from the Service, then stop.
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -372,7 +412,7 @@ def pod_volumes(spec: MLModelSpec, source_volume: dict[str, Any] | None,
         # optional: a missing ConfigMap or key fails the fetch with a message naming
         # spec.model.caBundle (exit 3, in the status), not a pod stuck mounting a volume.
         volumes.append({"name": "ca-bundle", "configMap": {"name": ca.configMap, "optional": True}})
-    return volumes
+    return volumes + auth_volumes(spec)[0]
 
 
 def pod_spec(owner: Owner, spec: MLModelSpec, image: str, *,
@@ -409,13 +449,16 @@ def pod_spec(owner: Owner, spec: MLModelSpec, image: str, *,
     return out
 
 
-def scrape_annotations() -> dict[str, str]:
+def scrape_annotations(spec: MLModelSpec) -> dict[str, str]:
     # For a Prometheus that discovers pods by annotation (no ServiceMonitor needed).
-    return {
+    out = {
         names.SCRAPE_ANNOTATION: "true",
         names.SCRAPE_PORT_ANNOTATION: str(RUNTIME_PORT),
         names.SCRAPE_PATH_ANNOTATION: names.METRICS_PATH,
     }
+    if spec.serving.auth.tlsSecret:  # only then: an unchanged template rolls no pods
+        out[names.SCRAPE_SCHEME_ANNOTATION] = "https"
+    return out
 
 
 def pod_template(owner: Owner, spec: MLModelSpec, default_image: str, *,
@@ -428,7 +471,7 @@ def pod_template(owner: Owner, spec: MLModelSpec, default_image: str, *,
                 **labels(owner.name),
                 VERSION_LABEL: _label_value(spec.model.version),
             },
-            "annotations": scrape_annotations(),
+            "annotations": scrape_annotations(spec),
         },
         "spec": pod_spec(owner, spec, image, challenger=challenger),
     }
@@ -463,7 +506,7 @@ def build_deployment(owner: Owner, spec: MLModelSpec, default_image: str, *,
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": deployment_spec(owner, spec, template),
     }
 
@@ -485,11 +528,12 @@ def _label_value(v: str) -> str:
     return v.replace("+", "_")
 
 
-def build_service(owner: Owner) -> dict[str, Any]:
+def build_service(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
+    tls = bool(spec.serving.auth.tlsSecret)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
@@ -505,8 +549,8 @@ def build_service(owner: Owner) -> dict[str, Any]:
                     "port": names.GRPC_PORT,
                     "targetPort": names.GRPC_PORT_NAME,
                     "protocol": "TCP",
-                    # HTTP/2 without TLS: meshes and gateways route it as gRPC
-                    "appProtocol": "kubernetes.io/h2c",
+                    # how meshes and gateways should route it: gRPC over TLS, or h2c
+                    "appProtocol": "grpc" if tls else "kubernetes.io/h2c",
                 },
             ],
         },
@@ -545,7 +589,7 @@ def build_hpa(owner: Owner, spec: MLModelSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicas": a.minReplicas,
@@ -603,7 +647,7 @@ def build_scaled_object(
     return {
         "apiVersion": names.SCALED_OBJECT_API_VERSION,
         "kind": names.SCALED_OBJECT_KIND,
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicaCount": a.minReplicas,
@@ -615,18 +659,21 @@ def build_scaled_object(
     }
 
 
-def build_pod_monitor(owner: Owner) -> dict[str, Any]:
+def build_pod_monitor(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """A prometheus-operator PodMonitor for the model's runtime pods (every pod, ready or
-    not); the series get the namespace and pod labels the alert rules select on."""
+    not); the series get the namespace and pod labels the alert rules select on. With TLS
+    on it scrapes over HTTPS without checking the certificate: the certificate names the
+    Service, Prometheus dials pod IPs, and the scrape carries no secret."""
+    endpoint: dict[str, Any] = {"port": names.RUNTIME_PORT_NAME, "path": names.METRICS_PATH}
+    if spec.serving.auth.tlsSecret:
+        endpoint |= {"scheme": "https", "tlsConfig": {"insecureSkipVerify": True}}
     return {
         "apiVersion": names.POD_MONITOR_API_VERSION,
         "kind": names.POD_MONITOR_KIND,
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": {
             "selector": {"matchLabels": selector_labels(owner.name)},
-            "podMetricsEndpoints": [
-                {"port": names.RUNTIME_PORT_NAME, "path": names.METRICS_PATH}
-            ],
+            "podMetricsEndpoints": [endpoint],
         },
     }
 
@@ -710,7 +757,7 @@ def build_prometheus_rule(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     return {
         "apiVersion": names.PROMETHEUS_RULE_API_VERSION,
         "kind": names.PROMETHEUS_RULE_KIND,
-        "metadata": _metadata(owner),
+        "metadata": child_metadata(owner),
         "spec": build_alert_rules(owner, spec),
     }
 
@@ -721,7 +768,7 @@ def alert_configmap_name(name: str) -> str:
 
 def build_alert_configmap(owner: Owner, spec: MLModelSpec) -> dict[str, Any]:
     """Fallback when the PrometheusRule CRD is missing: the same rules as a rule file."""
-    meta = _metadata(owner, alert_configmap_name(owner.name))
+    meta = child_metadata(owner, alert_configmap_name(owner.name))
     meta["labels"] = {**meta["labels"], names.ALERT_RULES_LABEL: "true"}
     return {
         "apiVersion": "v1",

@@ -174,6 +174,7 @@ def _run(memo: kopf.Memo, namespace: str, name: str, trigger: str) -> None:
         name,
         runtime_image=memo.settings.runtime_image,
         monitoring=memo.settings.monitoring(),
+        access=memo.settings.access(),
         trigger=trigger,
     )
 
@@ -266,6 +267,7 @@ CHILD_RESOURCES = (
     ("", "v1", "services"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("", "v1", "configmaps"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
 )
 for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(_child_event)

@@ -84,6 +84,18 @@ ENV_MODEL_URI = "MODEL_URI"
 ENV_MODEL_SHA256 = "MODEL_SHA256"
 # Read by the fetch step (its --ca-bundle default).
 ENV_FETCH_CA_BUNDLE = "FETCH_CA_BUNDLE"
+# Authentication and TLS of the runtime (spec.serving.auth; docs/security.md).
+ENV_AUTH_TOKENS_DIR = "AUTH_TOKENS_DIR"  # a mounted Secret: each key one accepted token
+ENV_AUTH_HEALTH = "AUTH_HEALTH"  # open | token: kept open, kubelet probes send no token
+ENV_TLS_CERT_FILE = "TLS_CERT_FILE"
+ENV_TLS_KEY_FILE = "TLS_KEY_FILE"
+AUTH_HEALTH_OPEN = "open"
+# Keys of a kubernetes.io/tls Secret.
+TLS_CERT_KEY = "tls.crt"
+TLS_KEY_KEY = "tls.key"
+SCRAPE_SCHEME_ANNOTATION = "prometheus.io/scheme"
+# Every namespace carries its own name in this label (set by the API server).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 # --- Prometheus Operator (the chart grants the operator these) ----------------------------
 PROMETHEUS_RULE_API_VERSION = "monitoring.coreos.com/v1"

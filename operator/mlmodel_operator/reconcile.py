@@ -29,6 +29,7 @@ from .names import (
     SCALED_OBJECT_KIND,
     SCALED_OBJECT_PLURAL,
 )
+from .network_policy import Access, build_network_policy
 from .pod_diagnosis import current_pods
 from .spec import MLModelSpec, SpecError, check_name, parse_spec
 from .status import (
@@ -66,6 +67,7 @@ def reconcile(
     runtime_image: str,
     trigger: str,
     monitoring: builders.Monitoring | None = None,
+    access: Access | None = None,
 ) -> dict[str, Any] | None:
     """Reconcile one MLModel; returns the status written (None when the MLModel is gone)."""
     start = time.monotonic()
@@ -75,6 +77,7 @@ def reconcile(
             return _reconcile(
                 kube, namespace, name, runtime_image=runtime_image,
                 monitoring=monitoring or builders.Monitoring(),
+                access=access or Access(),
             )
     except SpecError:
         result = "invalid"
@@ -89,7 +92,7 @@ def reconcile(
 
 def _reconcile(
     kube: Kube, namespace: str, name: str, *, runtime_image: str,
-    monitoring: builders.Monitoring,
+    monitoring: builders.Monitoring, access: Access,
 ) -> dict[str, Any] | None:
     body = kube.get_mlmodel(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -115,7 +118,7 @@ def _reconcile(
     changes = Changes()
     try:
         dep, alert_rules, autoscaler = _apply_children(
-            kube, body, owner, spec, runtime_image, monitoring, changes,
+            kube, body, owner, spec, runtime_image, monitoring, access, changes,
             challenger=rolled_back is None,
         )
     except (ApiException, NotOwnedError) as exc:
@@ -152,6 +155,7 @@ def _reconcile(
                 pods=pods,
                 served_model=spec.served_name(name),
                 challenger=challenger,
+                url_scheme=builders.runtime_scheme(spec),
             ),
         )
     except ApiException as exc:
@@ -186,7 +190,8 @@ def _check_challenger(
     then an Event, then the Deployment without it."""
     served = spec.served_name(owner.name)
     reports = [] if rolled_back is not None else [
-        rollout.health_report(pod, pod_health.read_health(ip), served)
+        rollout.health_report(
+            pod, pod_health.read_health(ip, scheme=builders.runtime_scheme(spec)), served)
         for pod, ip in _ready_current_pods(pods, dep)
     ]
     view = rollout.decide(spec, reports, rolled_back, utc_now())
@@ -283,6 +288,7 @@ def _apply_children(
     spec: MLModelSpec,
     runtime_image: str,
     monitoring: builders.Monitoring,
+    access: Access,
     changes: Changes,
     *,
     challenger: bool = True,
@@ -293,13 +299,29 @@ def _apply_children(
     dep = kube.apply(
         builders.build_deployment(owner, spec, runtime_image, challenger=challenger), uid)
     changes.record("Deployment", name, dep.action, drift if dep.action == "updated" else "")
-    svc = kube.apply(builders.build_service(owner), uid)
+    svc = kube.apply(builders.build_service(owner, spec), uid)
     changes.record("Service", name, svc.action, drift if svc.action == "updated" else "")
+    _apply_network_policy(kube, owner, spec, access, changes)
     autoscaler = _apply_autoscaling(kube, body, owner, spec, monitoring, changes)
     if kube.has_resource(POD_MONITOR_API_VERSION, POD_MONITOR_PLURAL):
-        res = kube.apply(builders.build_pod_monitor(owner), uid)
+        res = kube.apply(builders.build_pod_monitor(owner, spec), uid)
         changes.record(POD_MONITOR_KIND, name, res.action)
     return dep.obj, _apply_alert_rules(kube, body, owner, spec, changes), autoscaler
+
+
+def _apply_network_policy(kube: Kube, owner: builders.Owner, spec: MLModelSpec,
+                          access: Access, changes: Changes) -> None:
+    policy = build_network_policy(owner, spec, access)
+    if policy is None:
+        if kube.delete_owned("networking.k8s.io/v1", "NetworkPolicy", owner.namespace,
+                             owner.name, owner.uid):
+            changes.record("NetworkPolicy", owner.name, "deleted",
+                           " (spec.serving.networkPolicy.enabled is false)")
+        return
+    res = kube.apply(policy, owner.uid)
+    changes.record("NetworkPolicy", owner.name, res.action,
+                   " (spec changed or the live object drifted from it)"
+                   if res.action == "updated" else "")
 
 
 def _latency_unavailable(

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .builders import Monitoring
 from .leader import Timings
 from .names import OPERATOR_NAME, SETTINGS_ENV_PREFIX
+from .network_policy import Access
 
 SERVICEACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
@@ -78,6 +79,25 @@ class OperatorSettings(BaseSettings):
         default=Monitoring.polling_seconds, ge=1, le=3600,
         description="how often KEDA evaluates the latency trigger",
     )
+
+    scrape_namespaces: str = Field(
+        default="monitoring",
+        description="comma-separated namespaces whose pods may scrape every runtime's "
+        "/metrics through its NetworkPolicy (Prometheus' namespace; empty: none)",
+    )
+
+    def access(self) -> Access:
+        """What every MLModel's NetworkPolicy lets in besides its callers: the scrapers and,
+        when it runs in a pod, this operator (it reads the runtime's /health)."""
+        try:
+            own = Path(SERVICEACCOUNT_NAMESPACE).read_text().strip()
+        except OSError:  # not in a pod: its requests come from the node, not a pod
+            own = ""
+        return Access(
+            scrape_namespaces=tuple(n.strip() for n in self.scrape_namespaces.split(",")
+                                    if n.strip()),
+            operator_namespace=own,
+        )
 
     def monitoring(self) -> Monitoring:
         return Monitoring(

@@ -9,6 +9,7 @@ field named.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from decimal import Decimal
 from typing import Any, Literal
@@ -31,6 +32,10 @@ RESERVED_ENV = frozenset(
         names.ENV_PORT,
         names.ENV_ALLOW_UNSAFE_LOADING,
         names.ENV_CHALLENGERS,
+        names.ENV_AUTH_TOKENS_DIR,
+        names.ENV_AUTH_HEALTH,
+        names.ENV_TLS_CERT_FILE,
+        names.ENV_TLS_KEY_FILE,
     }
 )
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -267,6 +272,125 @@ class Toleration(_Strict):
     tolerationSeconds: int | None = None
 
 
+_SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+
+class LabelRequirement(_Strict):
+    key: str = Field(min_length=1, max_length=317, pattern=_LABEL_KEY)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _values(self) -> LabelRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(_Strict):
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchExpressions: list[LabelRequirement] = Field(default_factory=list, max_length=32)
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.matchLabels:
+            out["matchLabels"] = dict(self.matchLabels)
+        if self.matchExpressions:
+            out["matchExpressions"] = [
+                {"key": e.key, "operator": e.operator,
+                 **({"values": list(e.values)} if e.values else {})}
+                for e in self.matchExpressions
+            ]
+        return out
+
+
+class IPBlock(_Strict):
+    cidr: str = Field(min_length=9, max_length=49)
+    except_: list[str] = Field(default_factory=list, alias="except", max_length=32)
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a CIDR such as 10.0.0.0/8") from None
+        return v
+
+
+class Peer(_Strict):
+    """One allowed caller: NetworkPolicyPeer semantics. Only podSelector = pods of the
+    MLModel's namespace; namespaceSelector (+ podSelector) = pods of those namespaces;
+    ipBlock = addresses outside the cluster's pods (a trading engine on a VM)."""
+
+    namespaceSelector: LabelSelector | None = None
+    podSelector: LabelSelector | None = None
+    ipBlock: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Peer:
+        selectors = self.namespaceSelector is not None or self.podSelector is not None
+        if self.ipBlock is not None and selectors:
+            raise ValueError("a peer is either an ipBlock or selectors, not both")
+        if self.ipBlock is None and not selectors:
+            raise ValueError("a peer needs namespaceSelector, podSelector or ipBlock")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        if self.ipBlock is not None:
+            block: dict[str, Any] = {"cidr": self.ipBlock.cidr}
+            if self.ipBlock.except_:
+                block["except"] = list(self.ipBlock.except_)
+            return {"ipBlock": block}
+        out: dict[str, Any] = {}
+        if self.namespaceSelector is not None:
+            out["namespaceSelector"] = self.namespaceSelector.manifest()
+        if self.podSelector is not None:
+            out["podSelector"] = self.podSelector.manifest()
+        return out
+
+
+#: the default of spec.serving.networkPolicy.allowedFrom: every pod of the MLModel's namespace
+OWN_NAMESPACE = (Peer(podSelector=LabelSelector()),)
+
+
+class NetworkPolicy(_Strict):
+    """Who may reach the runtime's ports, and where its pods may connect (docs/security.md)."""
+
+    enabled: bool = True
+    # None: the default (the own namespace); [] : nobody but the scrapers and the operator
+    allowedFrom: list[Peer] | None = Field(default=None, max_length=32)
+    # TCP ports the fetch step may reach besides those of the model URIs (an s3 endpoint
+    # on its own port)
+    fetchPorts: list[int] = Field(default_factory=list, max_length=16)
+
+    @field_validator("fetchPorts")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        for p in v:
+            if not 1 <= p <= 65535:
+                raise ValueError(f"port {p} is not in 1..65535")
+        return v
+
+    @property
+    def callers(self) -> tuple[Peer, ...]:
+        return OWN_NAMESPACE if self.allowedFrom is None else tuple(self.allowedFrom)
+
+
+class Auth(_Strict):
+    """Bearer tokens and TLS on the runtime's ports (docs/security.md)."""
+
+    # a Secret: every key is one accepted token (several keys: rotation without a gap)
+    tokenSecret: str | None = Field(default=None, min_length=1, max_length=253,
+                                    pattern=_SECRET_NAME)
+    # a kubernetes.io/tls Secret (tls.crt, tls.key): HTTPS and gRPC over TLS
+    tlsSecret: str | None = Field(default=None, min_length=1, max_length=253,
+                                  pattern=_SECRET_NAME)
+
+
 class Serving(_Strict):
     image: str | None = Field(default=None, max_length=512)
     imagePullPolicy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -278,6 +402,8 @@ class Serving(_Strict):
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     nodeSelector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    networkPolicy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    auth: Auth = Field(default_factory=Auth)
 
     @field_validator("env")
     @classmethod

@@ -79,6 +79,8 @@ class Observed:
     served_model: str | None = None
     # the canary's or shadow's state (rollout.py); None: no challenger in the spec
     challenger: ChallengerView | None = None
+    # http or https (spec.serving.auth.tlsSecret); None: no spec read, keep the last URL
+    url_scheme: str | None = None
 
 
 def utc_now() -> str:
@@ -311,7 +313,8 @@ def compute_status(obs: Observed, now: str | None = None) -> dict[str, Any]:
         "updatedReplicas": updated,
         "readyReplicasText": f"{ready_count}/{replicas}",
         "selector": selector_string(obs.name),
-        "url": service_url(obs.name, obs.namespace),
+        "url": (service_url(obs.name, obs.namespace, obs.url_scheme) if obs.url_scheme
+                else prev.get("url") or service_url(obs.name, obs.namespace)),
         "servedModel": obs.served_model,
         "servedVersion": serving.served if serving.verdict.ok else None,
         "alertRules": obs.alert_rules if obs.alert_rules is not None else prev.get("alertRules"),

@@ -35,6 +35,7 @@ WATCHED_KINDS = frozenset({
     ("v1", "Service"),
     ("v1", "ConfigMap"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 })
 _KEEP_BODY = frozenset({("apps/v1", "Deployment")})
 _MAX_ENTRIES = 50_000  # beyond that start afresh: it only costs real applies

@@ -49,7 +49,7 @@ def test_every_child_has_contract_labels_and_controller_owner_reference():
     s = spec(serving={"autoscaling": {"enabled": True}})
     children = [
         builders.build_deployment(OWNER, s, IMAGE),
-        builders.build_service(OWNER),
+        builders.build_service(OWNER, s),
         builders.build_hpa(OWNER, s),
         builders.build_prometheus_rule(OWNER, s),
         builders.build_alert_configmap(OWNER, s),
@@ -404,7 +404,7 @@ def test_no_scaled_object_without_a_latency_target():
 
 
 def test_pod_monitor_scrapes_the_models_pods():
-    pm = builders.build_pod_monitor(OWNER)
+    pm = builders.build_pod_monitor(OWNER, spec())
     assert (pm["apiVersion"], pm["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
     assert pm["spec"]["selector"] == {"matchLabels": builders.selector_labels("fraud")}
     (ep,) = pm["spec"]["podMetricsEndpoints"]
@@ -414,7 +414,7 @@ def test_pod_monitor_scrapes_the_models_pods():
 
 
 def test_service():
-    svc = builders.build_service(OWNER)
+    svc = builders.build_service(OWNER, spec())
     assert svc["spec"]["selector"] == builders.selector_labels("fraud")
     assert svc["spec"]["ports"] == [
         {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},

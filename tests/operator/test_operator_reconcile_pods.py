@@ -11,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 from mlmodel_operator import builders, handlers
 from mlmodel_operator import reconcile as rec
 from mlmodel_operator.apply import ApplyResult
+from mlmodel_operator.network_policy import Access
 from mlmodel_operator.pod_diagnosis import diagnose_pod
 from mlmodel_operator.settings import OperatorSettings
 
@@ -272,12 +273,14 @@ def test_handlers_reconcile_with_the_memos_client_and_image(monkeypatch):
     kube = FakeKube([])
     memo = handlers.operator_memo(
         OperatorSettings(runtime_image="img:memo", prometheus_url="http://p:9090/",
-                         latency_window="20s"),
+                         latency_window="20s", scrape_namespaces="mon, obs"),
         kube,
     )
     handlers._resync_one(memo, "ns", "m", verify=False)
     assert memo.queue.drain() == 1
     assert seen == [
         (kube, "ns", "m", {"runtime_image": "img:memo", "trigger": "resync",
-                           "monitoring": builders.Monitoring("http://p:9090", "20s", 15)})
+                           "monitoring": builders.Monitoring("http://p:9090", "20s", 15),
+                           # not in a pod: no operator namespace to let in
+                           "access": Access(scrape_namespaces=("mon", "obs"))})
     ]

@@ -94,7 +94,7 @@ def test_a_hand_edit_or_a_delete_drops_the_entry_so_the_next_apply_is_real():
 
 def test_a_child_without_a_generation_counts_any_foreign_write_as_drift():
     mem = WrittenMemory()
-    svc = builders.build_service(OWNER)
+    svc = builders.build_service(OWNER, SPEC)
 
     def live(rv: str) -> dict[str, Any]:
         obj = live_of(svc, rv=rv)
