@@ -36,6 +36,8 @@ from e2e.helpers import (
 )
 from e2e.mlmodels import MLModels, base_mlmodel
 from e2e.operator_process import OperatorProcess
+from e2e.pod_clients import Pods
+from e2e.realpods.cluster import REAL_NODE_LABEL
 
 # Every namespace the suite creates carries this label, so leftovers are easy to find:
 #   kubectl delete ns -l n1v1.io/e2e=true
@@ -168,3 +170,13 @@ def mlmodels(operator_kubeconfig: Path, kubeconfig: Path, k8s: ApiClients,
     """Acts as the admin (a user), never with the operator's credentials."""
     del operator_kubeconfig  # only needed for its side effect: the CRD is installed
     return MLModels(kubeconfig, k8s, namespace)
+
+
+@pytest.fixture
+def pods(kubeconfig: Path, k8s: ApiClients) -> Pods:
+    """Client pods on the real node (e2e/pod_clients.py); fails without that node."""
+    key, value = REAL_NODE_LABEL
+    if not k8s.core.list_node(label_selector=f"{key}={value}").items:
+        pytest.fail(f"no node labelled {key}={value}: this test needs the real node "
+                    "(e2e/cluster/up starts it, with kube-router, as root)", pytrace=False)
+    return Pods(kubeconfig, k8s)

@@ -3,9 +3,10 @@
     python3 host_state.py save FILE       # before `up`
     python3 host_state.py check FILE      # after `down`: exit 1 and list what differs
 
-What is compared: iptables/ip6tables rules and chains (every table), network links, routes,
-mounts, kubepods cgroups, the sysctls the kubelet and CNI change, the files kept outside
-e2e/.state (/var/log/containers, /var/lib/cni), and processes of the node's binaries.
+What is compared: iptables/ip6tables rules and chains (every table), ipsets (kube-router's
+NetworkPolicy sets), network links, routes, mounts, kubepods cgroups, the sysctls the kubelet,
+CNI and node.sh change, the files kept outside e2e/.state (/var/log/containers,
+/var/lib/cni), and processes of the node's binaries.
 scripts/test.sh runs `save` before the cluster starts and `check` after it stops.
 """
 
@@ -24,7 +25,7 @@ SYSCTLS = (
     "net.ipv4.ip_forward",
     "net.bridge.bridge-nf-call-iptables",
 )
-PROCESSES = ("kubelet", "kube-proxy", "metrics-server", "containerd-shim-runc-v2")
+PROCESSES = ("kubelet", "kube-proxy", "kube-router", "metrics-server", "containerd-shim-runc-v2")
 # Counters and empty tables that listing creates are not state we left behind.
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
 
@@ -58,6 +59,20 @@ def _iptables(binary: str) -> list[str]:
     return sorted(lines)
 
 
+def _ipsets() -> list[str]:
+    """Set names with their type (`ipset list -t`: headers, no members); none without the
+    ipset tool (the kernel then holds none of ours either: kube-router needs the tool)."""
+    sets, name = [], ""
+    for line in _run("ipset", "list", "-t").splitlines():
+        key, _, value = line.partition(":")
+        if key == "Name":
+            name = value.strip()
+        elif key == "Type" and name:
+            sets.append(f"{name} {value.strip()}")
+            name = ""
+    return sorted(sets)
+
+
 def _cgroups() -> list[str]:
     root = Path("/sys/fs/cgroup")  # v2 at the top, v1 under each controller
     found = [*root.glob("kubepods*"), *root.glob("*/kubepods*")]
@@ -82,6 +97,7 @@ def snapshot() -> dict[str, list[str]]:
     return {
         "iptables": _iptables("iptables"),
         "ip6tables": _iptables("ip6tables"),
+        "ipsets": _ipsets(),
         "links": sorted(
             line.split()[0].split("@")[0] for line in _run("ip", "-br", "link").splitlines()
         ),

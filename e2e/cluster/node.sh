@@ -1,5 +1,6 @@
-# The real node beside the kwok node: containerd + runc + CNI bridge, kubelet, kube-proxy and
-# metrics-server, all as host processes (sourced by up/down; see README "The real node").
+# The real node beside the kwok node: containerd + runc + CNI bridge, kubelet, kube-proxy,
+# kube-router (NetworkPolicy only) and metrics-server, all as host processes (sourced by
+# up/down; see README "The real node").
 # Recipe and traps: the project's shared real-pods spike. Everything it changes on the host is
 # listed in node_host_changes and undone by node_down; e2e/cluster/host_state.py checks that.
 # shellcheck shell=bash
@@ -22,15 +23,21 @@ PAUSE_IMAGE="docker.io/local/pause:3.10.2"
 KUBELET_BIN="$(bin_path kubelet "$KUBERNETES_VERSION")"
 PROXY_BIN="$(bin_path kube-proxy "$KUBERNETES_VERSION")"
 METRICS_SERVER_BIN="$(bin_path metrics-server "$METRICS_SERVER_VERSION")"
-NODE_COMPONENTS=(containerd kubelet kube-proxy metrics-server)
+KUBE_ROUTER_BIN="$(bin_path kube-router "$KUBE_ROUTER_VERSION")"
+NODE_COMPONENTS=(containerd kubelet kube-proxy kube-router metrics-server)
 # The kubelet's pod cgroups: cgroup v2 at the top, v1 under each controller. (A host that is
 # itself a Kubernetes node with a cgroupfs kubelet has its own `kubepods`: not supported.)
 NODE_CGROUPS="/sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods"
 # Taint + label: kwok-based tests keep landing on the fake node; real-pod tests opt in.
 REAL_NODE_LABEL="n1v1.io/node=real"
 REAL_NODE_TAINT="n1v1.io/real-node=true:NoSchedule"
-# Sysctls the kubelet rewrites at start (protectKernelDefaults: false) or CNI turns on.
-NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward)
+# Sysctls the kubelet rewrites at start (protectKernelDefaults: false), CNI turns on, or
+# node_bridge_netfilter sets (the last one: kept while the node runs, put back by down).
+BRIDGE_NF_SYSCTL=net.bridge.bridge-nf-call-iptables
+NODE_SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
+              "$BRIDGE_NF_SYSCTL")
+# kube-router's sets (policy pod/ipBlock sets, and the TMP-* ones of its atomic swaps).
+KUBE_ROUTER_IPSETS='^(KUBE-SRC-|KUBE-DST-|TMP-)'
 
 ctr_() { ctr --address "$NODE_SOCK" --namespace k8s.io "$@"; }
 
@@ -50,6 +57,7 @@ node_packages() {
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   command -v iptables >/dev/null || need+=(iptables)
   command -v conntrack >/dev/null || need+=(conntrack)
+  command -v ipset >/dev/null || need+=(ipset) # kube-router (the kernel side is ip_set)
   command -v gcc >/dev/null || need+=(gcc libc6-dev)
   [ ${#need[@]} -eq 0 ] && return 0
   log "apt-get install ${need[*]} (real node)"
@@ -64,18 +72,25 @@ node_save_baseline() {
   [ -f "$b/done" ] && return 0
   iptables-save >"$b/iptables" 2>/dev/null || true
   ip6tables-save >"$b/ip6tables" 2>/dev/null || true
-  local s
-  for s in "${NODE_SYSCTLS[@]}"; do echo "$s=$(sysctl -n "$s")"; done >"$b/sysctls"
+  ipset list -n 2>/dev/null | sort >"$b/ipsets" || true
+  local s v
+  # (a sysctl absent here, e.g. net.bridge.* before br_netfilter is loaded, is not put back)
+  for s in "${NODE_SYSCTLS[@]}"; do
+    if v="$(sysctl -n "$s" 2>/dev/null)"; then echo "$s=$v"; fi
+  done >"$b/sysctls"
   [ -d /var/log/containers ] && touch "$b/had-var-log-containers"
   [ -d /var/lib/cni ] && touch "$b/had-var-lib-cni"
   touch "$b/done"
 }
 
-node_restore_sysctls() {
+# Put the baseline's sysctls back. --running: the node stays up (after the kubelet's start),
+# so the one node_bridge_netfilter set on purpose is left as it is.
+node_restore_sysctls() { # [--running]
   local b="$NODE_DIR/baseline" line k v
   [ -f "$b/sysctls" ] || return 0
   while IFS= read -r line; do
     k="${line%%=*}"; v="${line#*=}"
+    [ "${1:-}" = --running ] && [ "$k" = "$BRIDGE_NF_SYSCTL" ] && continue
     [ "$(sysctl -n "$k")" = "$v" ] && continue
     # ip_forward back to 0 would cut off a Docker engine started since: leave it then.
     if [ "$k" = net.ipv4.ip_forward ] && [ "$v" = 0 ] && pgrep -x dockerd >/dev/null; then
@@ -108,6 +123,39 @@ node_restore_iptables() { # iptables-binary baseline-file
       "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
     done
   done
+}
+
+# kube-router's ipsets that were not in the baseline. Only once no iptables rule matches them
+# any more (node_restore_iptables): the kernel refuses to destroy a set still referenced.
+node_restore_ipsets() {
+  local base="$NODE_DIR/baseline/ipsets" s
+  [ -f "$base" ] && command -v ipset >/dev/null || return 0
+  for s in $(ipset list -n 2>/dev/null | grep -E "$KUBE_ROUTER_IPSETS"); do
+    grep -qxF -- "$s" "$base" && continue
+    ipset destroy "$s" 2>/dev/null || log "could not destroy ipset $s"
+  done
+}
+
+# Pods on one bridge talk through it without crossing the host's IP stack; only with
+# bridge-nf-call-iptables=1 do their packets meet iptables FORWARD, where kube-router's
+# NetworkPolicy chains (and conntrack for kube-proxy's DNAT replies) are. Docker's engine
+# turns it on; elsewhere it is set here and put back by down (node_restore_sysctls).
+node_bridge_netfilter() {
+  local f=/proc/sys/net/bridge/bridge-nf-call-iptables
+  [ -e "$f" ] || modprobe br_netfilter 2>/dev/null || true
+  if [ ! -e "$f" ]; then
+    log "no br_netfilter module: NetworkPolicies between pods of the real node are not enforced"
+    return 0
+  fi
+  [ "$(cat "$f")" = 1 ] || sysctl -q -w "$BRIDGE_NF_SYSCTL=1" >/dev/null
+}
+
+# kube-router has done its first full NetworkPolicy sync: the ACCEPT rule that ends its
+# FORWARD chain is only written by that sync's iptables-restore (its informers synced before).
+kube_router_synced() {
+  local rules
+  rules="$(iptables -t filter -S KUBE-ROUTER-FORWARD 2>/dev/null)" || return 1
+  [[ $rules == *"rule to explicitly ACCEPT traffic that comply to network policies"* ]]
 }
 
 # ---- images -----------------------------------------------------------------------------------
@@ -304,6 +352,7 @@ node_up() {
   node_save_baseline
   node_configs
   node_network
+  node_bridge_netfilter
   start containerd containerd --config "$NODE_DIR/containerd.toml"
   wait_until 30 "containerd socket" containerd ctr_ version
   node_pause_image
@@ -317,7 +366,18 @@ node_up() {
     "node/$REAL_NODE" --timeout=5s
   log "real node $REAL_NODE Ready $((SECONDS - t0))s after containerd started"
   # The kubelet set its kernel defaults once at start; put the host's values back.
-  node_restore_sysctls
+  node_restore_sysctls --running
+  # NetworkPolicy: kube-router with its firewall controller only (no routing, no service
+  # proxy, no CNI: those stay bridge + kube-proxy). It reads the Node object at start, so it
+  # starts once the kubelet registered it. No health port: v2.1.0 serves it on every
+  # interface, with net/http/pprof's handlers on the same mux; no metrics port either.
+  start kube-router "$KUBE_ROUTER_BIN" --kubeconfig "$STATE/kubeconfig" \
+    --hostname-override "$REAL_NODE" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --enable-ipv4=true --enable-ipv6=false \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --health-port 0 --metrics-port 0
+  wait_until 60 "kube-router's first NetworkPolicy sync" kube-router kube_router_synced
   start metrics-server "$METRICS_SERVER_BIN" --kubeconfig "$STATE/kubeconfig" \
     --authentication-kubeconfig "$STATE/kubeconfig" --authorization-kubeconfig "$STATE/kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$METRICS_SERVER_PORT" \
@@ -365,7 +425,8 @@ node_reap_others() {
 node_down() {
   local c pid i
   [ -d "$NODE_DIR" ] || [ -d "$NODE_RUN" ] || return 0
-  for c in metrics-server kube-proxy kubelet; do stop_component "$c"; done
+  # kube-router before the iptables cleanup below, which it would otherwise undo.
+  for c in metrics-server kube-router kube-proxy kubelet; do stop_component "$c"; done
   # Containers: kill every task in our containerd (no kubelet left to stop them gracefully).
   if live_pid containerd >/dev/null; then
     for c in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$c" >/dev/null 2>&1 || true; done
@@ -400,6 +461,7 @@ node_down() {
   fi
   node_restore_iptables iptables "$NODE_DIR/baseline/iptables"
   node_restore_iptables ip6tables "$NODE_DIR/baseline/ip6tables"
+  node_restore_ipsets
   node_restore_sysctls
   # Files the kubelet and libcni keep outside our dirs.
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true

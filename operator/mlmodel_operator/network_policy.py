@@ -31,9 +31,10 @@ class Access:
 
     #: namespaces whose pods scrape /metrics (the Prometheus of the monitoring stack)
     scrape_namespaces: tuple[str, ...] = ()
-    #: the operator's own namespace and pod labels: it reads the runtime's /health
+    #: the operator's own namespace ("" outside a pod: it then calls from the node) and its
+    #: pod labels (empty: any pod of that namespace); it reads each runtime pod's /health
     operator_namespace: str = ""
-    operator_pod_labels: tuple[tuple[str, str], ...] = ((names.NAME_LABEL, names.OPERATOR_NAME),)
+    operator_pod_labels: tuple[tuple[str, str], ...] = ()
 
 
 def fetch_ports(spec: MLModelSpec) -> list[int]:

@@ -14,6 +14,7 @@ from .leader import Timings
 from .names import OPERATOR_NAME, SETTINGS_ENV_PREFIX
 from .network_policy import Access
 
+_LABEL_PAIR = r"[A-Za-z0-9./_-]+=[A-Za-z0-9._-]*"  # k=v of OPERATOR_POD_LABELS
 SERVICEACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -85,6 +86,11 @@ class OperatorSettings(BaseSettings):
         description="comma-separated namespaces whose pods may scrape every runtime's "
         "/metrics through its NetworkPolicy (Prometheus' namespace; empty: none)",
     )
+    pod_labels: str = Field(
+        default="", pattern=rf"^({_LABEL_PAIR}(,{_LABEL_PAIR})*)?$",
+        description="this operator's pod labels, k=v,k=v (the chart sets its selector labels): "
+        "only those pods of its namespace reach the runtime's port; empty: every pod there",
+    )
 
     def access(self) -> Access:
         """What every MLModel's NetworkPolicy lets in besides its callers: the scrapers and,
@@ -97,6 +103,9 @@ class OperatorSettings(BaseSettings):
             scrape_namespaces=tuple(n.strip() for n in self.scrape_namespaces.split(",")
                                     if n.strip()),
             operator_namespace=own,
+            operator_pod_labels=tuple(
+                tuple(pair.split("=", 1)) for pair in self.pod_labels.split(",") if pair
+            ),
         )
 
     def monitoring(self) -> Monitoring:

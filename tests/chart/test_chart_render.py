@@ -96,6 +96,10 @@ def test_default_deployment_settings(default_docs):
         "OPERATOR_HEALTH_PORT": "8080",
         "OPERATOR_METRICS_PORT": "9090",
         "OPERATOR_LOG_LEVEL": "info",
+        # every MLModel's NetworkPolicy: who scrapes, which pods are this operator
+        "OPERATOR_SCRAPE_NAMESPACES": "monitoring",
+        "OPERATOR_POD_LABELS": "app.kubernetes.io/name=mlmodel-operator,"
+                               "app.kubernetes.io/instance=mlm",
     }
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
@@ -353,6 +357,25 @@ def test_keda_values_reach_the_operator_settings():
     m = settings.monitoring()
     assert (m.prometheus_url, m.latency_window, m.polling_seconds) == (
         "http://prometheus-operated.monitoring.svc:9090", "30s", 5)
+
+
+def test_network_policy_values_reach_the_operators_access(monkeypatch):
+    from mlmodel_operator.settings import OperatorSettings
+
+    env = operator_env(render({"networkPolicy": {"scrapeNamespaces": ["monitoring", "obs"]},
+                               "nameOverride": "ops"}))
+    settings = OperatorSettings(**{k.removeprefix("OPERATOR_").lower(): v
+                                   for k, v in env.items() if k.startswith("OPERATOR_")})
+    monkeypatch.setattr("mlmodel_operator.settings.SERVICEACCOUNT_NAMESPACE", "/nonexistent")
+    access = settings.access()
+    assert access.scrape_namespaces == ("monitoring", "obs")
+    # exactly the labels the chart's operator pods carry: only they pass as the operator
+    (dep,) = [d for d in render({"nameOverride": "ops"}) if d["kind"] == "Deployment"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert access.operator_pod_labels and all(
+        pod_labels[k] == v for k, v in access.operator_pod_labels)
+    assert "OPERATOR_SCRAPE_NAMESPACES" in operator_env(render(
+        {"networkPolicy": {"scrapeNamespaces": []}}))
 
 
 def test_without_keda_the_operator_gets_no_prometheus_address():

@@ -33,6 +33,11 @@ namespace.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# One NetworkPolicy per MLModel (watched: drift is repaired at once); delete when
+# spec.serving.networkPolicy.enabled turns false.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # prometheus-operator, when its CRDs exist: the alert rules and the runtime pods' scrape config.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["prometheusrules"]
