@@ -86,6 +86,15 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-artifact-bytes", type=int,
                    help="larger model artifacts are refused from their size, unread "
                    "(MAX_ARTIFACT_BYTES, default 2147483648 = 2 GiB)")
+    p.add_argument("--auth-tokens-dir",
+                   help="folder of accepted bearer tokens, one per file (AUTH_TOKENS_DIR; "
+                   "unset = no authentication)")
+    p.add_argument("--auth-health", choices=("open", "token"),
+                   help="whether health endpoints need the token (AUTH_HEALTH, default open)")
+    p.add_argument("--auth-metrics", choices=("open", "token"),
+                   help="whether /metrics needs the token (AUTH_METRICS, default open)")
+    p.add_argument("--tls-cert-file", help="PEM certificate: HTTPS and gRPC TLS (TLS_CERT_FILE)")
+    p.add_argument("--tls-key-file", help="PEM key of --tls-cert-file (TLS_KEY_FILE)")
     return p
 
 

@@ -104,7 +104,7 @@ class OperatorSettings(BaseSettings):
                                     if n.strip()),
             operator_namespace=own,
             operator_pod_labels=tuple(
-                tuple(pair.split("=", 1)) for pair in self.pod_labels.split(",") if pair
+                (k, v) for k, _, v in (p.partition("=") for p in self.pod_labels.split(",") if p)
             ),
         )
 

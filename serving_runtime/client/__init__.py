@@ -16,6 +16,7 @@ from serving_runtime.schemas import PredictResult
 
 from .core import AsyncInferenceClient, InferenceClient
 from .errors import (
+    AuthenticationError,
     BadRequestError,
     InferenceError,
     InferenceTimeoutError,
@@ -26,12 +27,14 @@ from .errors import (
     PredictionError,
     ServerError,
     ServiceUnavailableError,
+    TLSVerificationError,
 )
 from .retry import RetryPolicy
 from .settings import ClientSettings
 
 __all__ = [
     "AsyncInferenceClient",
+    "AuthenticationError",
     "BadRequestError",
     "ClientSettings",
     "InferenceClient",
@@ -46,4 +49,5 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
 ]

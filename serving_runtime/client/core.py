@@ -1,8 +1,9 @@
 """`InferenceClient` (blocking) and `AsyncInferenceClient`: one interface, two modes.
 
-Mode, URL and timeout come from `ClientSettings` (REMOTE_INFERENCE_ENABLED / _URL /
-_TIMEOUT); constructor arguments override them. A `grpc://host:port` URL speaks the Open
-Inference Protocol over gRPC (client/grpc_remote.py) instead of HTTP. Every call carries
+Mode, URL, timeout and credentials come from `ClientSettings` (REMOTE_INFERENCE_ENABLED /
+_URL / _TIMEOUT / _TOKEN / _TOKEN_FILE / _CA_FILE); constructor arguments override them. A
+`grpc://host:port` (TLS: `grpcs://`) URL speaks the Open Inference Protocol over gRPC
+(client/grpc_remote.py) instead of HTTP. Every call carries
 a correlation id: the caller's, or a fresh uuid4 hex, sent in the body and as
 X-Correlation-ID (gRPC: the request id and x-correlation-id) so retries and server logs
 share it.
@@ -19,10 +20,9 @@ from typing import Any, Literal
 from serving_runtime.errors import InvalidInputError
 from serving_runtime.schemas import ExplainResult, PredictResult
 
-from .grpc_remote import SCHEME as GRPC_SCHEME
-from .grpc_remote import AsyncGrpcTransport, GrpcTransport
+from .grpc_remote import AsyncGrpcTransport, GrpcTransport, is_grpc_url
 from .local import LocalModels
-from .remote import AsyncRemoteTransport, RemoteTransport, model_path
+from .remote import AsyncRemoteTransport, RemoteTransport, TokenSource, model_path
 from .retry import RetryPolicy
 from .settings import ClientSettings
 from .wire import batch_body, encode, predict_body
@@ -75,6 +75,9 @@ class _Config:
         models_dir: str | Path | None,
         allow_unsafe_loading: bool | None,
         retry: RetryPolicy | None,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         s = settings or ClientSettings()
         self.remote = s.remote_inference_enabled if remote is None else remote
@@ -88,6 +91,17 @@ class _Config:
         self.retry = retry or RetryPolicy()
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
+        # an argument overrides both environment variables (a token= beats a token file
+        # from the environment, and the other way round)
+        if token is None and token_file is None:
+            token, token_file = s.remote_inference_token, s.remote_inference_token_file
+        self.ca_file = ca_file if ca_file is not None else s.remote_inference_ca_file
+        self.tokens = (TokenSource(token, token_file)
+                       if self.remote and (token is not None or token_file is not None)
+                       else None)
+
+    def transport_options(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "ca_file": self.ca_file}
 
     def local_models(self, threads: int | None) -> LocalModels:
         return LocalModels(self.models_dir, allow_unsafe=self.allow_unsafe, threads=threads,
@@ -99,6 +113,9 @@ class InferenceClient:
 
     Example: ``InferenceClient(remote=True, url="http://iris.models.svc:8000")
     .predict("iris", {"sepal_length": [5.1], "sepal_width": [3.5], ...})["prediction"]``
+
+    `token` / `token_file` send `Authorization: Bearer <token>` (a file is re-read when
+    it changes); `ca_file` is the CA an https:// (grpcs://) server is verified against.
     """
 
     def __init__(
@@ -114,18 +131,24 @@ class InferenceClient:
         preload: Sequence[str] = (),
         threads: int | None = None,
         max_connections: int = 64,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
-        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry)
+        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry,
+                      token, token_file, ca_file)
         self.mode: Mode = "remote" if cfg.remote else "local"
         self.url = cfg.url if cfg.remote else None
         self._remote: RemoteTransport | None = None
         self._grpc: GrpcTransport | None = None
         self._local: LocalModels | None = None
-        if cfg.remote and cfg.url.startswith(GRPC_SCHEME):
-            self._grpc = GrpcTransport(cfg.url, cfg.timeout, cfg.retry)
+        if cfg.remote and is_grpc_url(cfg.url):
+            self._grpc = GrpcTransport(cfg.url, cfg.timeout, cfg.retry,
+                                       **cfg.transport_options())
         elif cfg.remote:
             self._remote = RemoteTransport(cfg.url, cfg.timeout, cfg.retry,
-                                           max_connections=max_connections)
+                                           max_connections=max_connections,
+                                           **cfg.transport_options())
         else:
             self._local = cfg.local_models(threads)
             self._local.preload(preload)
@@ -232,18 +255,24 @@ class AsyncInferenceClient:
         retry: RetryPolicy | None = None,
         threads: int | None = None,
         max_connections: int = 64,
+        token: str | None = None,
+        token_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
-        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry)
+        cfg = _Config(settings, remote, url, timeout, models_dir, allow_unsafe_loading, retry,
+                      token, token_file, ca_file)
         self.mode: Mode = "remote" if cfg.remote else "local"
         self.url = cfg.url if cfg.remote else None
         self._remote: AsyncRemoteTransport | None = None
         self._grpc: AsyncGrpcTransport | None = None
         self._local: LocalModels | None = None
-        if cfg.remote and cfg.url.startswith(GRPC_SCHEME):
-            self._grpc = AsyncGrpcTransport(cfg.url, cfg.timeout, cfg.retry)
+        if cfg.remote and is_grpc_url(cfg.url):
+            self._grpc = AsyncGrpcTransport(cfg.url, cfg.timeout, cfg.retry,
+                                            **cfg.transport_options())
         elif cfg.remote:
             self._remote = AsyncRemoteTransport(cfg.url, cfg.timeout, cfg.retry,
-                                                max_connections=max_connections)
+                                                max_connections=max_connections,
+                                                **cfg.transport_options())
         else:
             self._local = cfg.local_models(threads)
 

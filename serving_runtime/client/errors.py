@@ -22,6 +22,7 @@ from serving_runtime.errors import (
 )
 
 __all__ = [
+    "AuthenticationError",
     "BadRequestError",
     "InferenceError",
     "InferenceTimeoutError",
@@ -32,6 +33,7 @@ __all__ = [
     "PredictionError",
     "ServerError",
     "ServiceUnavailableError",
+    "TLSVerificationError",
     "error_for_status",
     "message_from_body",
 ]
@@ -54,6 +56,19 @@ class ServiceUnavailableError(_ClientError):
     local mode, the model folder exists but does not load."""
 
     status_code = 503
+
+
+class AuthenticationError(_ClientError):
+    """401 (gRPC: UNAUTHENTICATED): the runtime wants a bearer token and this client sent
+    none, or one it does not accept. Never retried: the same token would fail again."""
+
+    status_code = 401
+
+
+class TLSVerificationError(ServiceUnavailableError):
+    """The runtime's certificate did not verify (expired, another CA, another name): a
+    setup problem, so not retried. A ServiceUnavailableError, so code that falls back when
+    the server cannot be reached still does."""
 
 
 class ModelNotReadyError(ServiceUnavailableError, runtime_errors.ModelNotReadyError):

@@ -8,6 +8,10 @@ round trip this client measured (the protocol carries no server time); `health()
 `reload()` are REST-only calls and raise. Retries follow the REST transport's rule:
 UNAVAILABLE (a refused or broken connection, a shed or loading server) is retried up to
 the policy's attempts, nothing else; a deadline is never retried.
+
+`grpcs://host:port` (or a `ca_file`) speaks TLS, verified against `ca_file` or the system
+roots; a token (`TokenSource`) travels as `authorization: Bearer <token>` metadata, and
+UNAUTHENTICATED raises AuthenticationError, never retried.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,9 +44,11 @@ from .errors import (
     ServiceUnavailableError,
     error_for_status,
 )
+from .remote import TokenSource, authentication_error
 from .retry import RetryPolicy
 
 SCHEME = "grpc://"
+TLS_SCHEME = "grpcs://"
 _CID = "x-correlation-id"
 _HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
                 grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.UNAVAILABLE: 503,
@@ -50,12 +57,25 @@ _OPTIONS = [("grpc.max_receive_message_length", -1),
             ("grpc.keepalive_time_ms", 30_000)]  # a dead pod shows without a request
 
 
+def is_grpc_url(url: str) -> bool:
+    return url.startswith((SCHEME, TLS_SCHEME))
+
+
 def target_of(url: str) -> str:
-    """`grpc://host:port` -> `host:port`."""
-    rest = url[len(SCHEME):].rstrip("/")
-    if not rest or "/" in rest:
-        raise ValueError(f"a gRPC URL is grpc://host:port, got {url!r}")
+    """`grpc://host:port` (or grpcs://) -> `host:port`."""
+    prefix = TLS_SCHEME if url.startswith(TLS_SCHEME) else SCHEME
+    rest = url[len(prefix):].rstrip("/")
+    if not url.startswith(prefix) or not rest or "/" in rest:
+        raise ValueError(f"a gRPC URL is grpc://host:port or grpcs://host:port, got {url!r}")
     return rest
+
+
+def channel_credentials(url: str, ca_file: str | Path | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials for a grpcs:// URL or a given CA file; None: plaintext."""
+    if ca_file is None and not url.startswith(TLS_SCHEME):
+        return None
+    roots = Path(ca_file).read_bytes() if ca_file is not None else None
+    return grpc.ssl_channel_credentials(root_certificates=roots)
 
 
 def _column(values: Any) -> np.ndarray | None:
@@ -153,9 +173,11 @@ class _Retry(Exception):
 
 
 def _raise(policy: RetryPolicy, attempt: int, where: str, timeout: float,
-           exc: grpc.RpcError, correlation_id: str) -> None:
+           exc: grpc.RpcError, correlation_id: str, sent_token: bool = False) -> None:
     code = exc.code()
     details = exc.details() or code.name
+    if code == grpc.StatusCode.UNAUTHENTICATED:  # never retried: the same token again
+        raise authentication_error(details, sent_token, where, correlation_id) from exc
     if code == grpc.StatusCode.UNAVAILABLE:
         if attempt + 1 < policy.attempts:
             raise _Retry(policy.delay(attempt)) from exc
@@ -171,9 +193,13 @@ def _raise(policy: RetryPolicy, attempt: int, where: str, timeout: float,
     raise error_for_status(status, details, correlation_id=correlation_id) from exc
 
 
-def _metadata(cid: str) -> tuple[tuple[str, str], ...]:
+def _metadata(cid: str, tokens: TokenSource | None = None) -> tuple[tuple[str, str], ...]:
     # only an id the server may echo travels as metadata; the request's `id` carries it too
-    return ((_CID, cid),) if valid_correlation_id(cid) else ()
+    md: tuple[tuple[str, str], ...] = ((_CID, cid),) if valid_correlation_id(cid) else ()
+    authorization = tokens.header() if tokens is not None else None
+    if authorization is not None:
+        md += (("authorization", authorization),)
+    return md
 
 
 def _rest_only(what: str) -> ServingError:
@@ -184,20 +210,27 @@ def _rest_only(what: str) -> ServingError:
 class GrpcTransport:
     """Blocking gRPC transport; thread-safe (one channel, HTTP/2 multiplexed)."""
 
-    def __init__(self, url: str, timeout: float, policy: RetryPolicy) -> None:
-        self.url, self.timeout, self.policy = url, timeout, policy
-        self._channel = grpc.insecure_channel(target_of(url), options=_OPTIONS)
+    def __init__(self, url: str, timeout: float, policy: RetryPolicy, *,
+                 tokens: TokenSource | None = None,
+                 ca_file: str | Path | None = None) -> None:
+        self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
+        creds = channel_credentials(url, ca_file)
+        self._channel = (grpc.insecure_channel(target_of(url), options=_OPTIONS)
+                         if creds is None else
+                         grpc.secure_channel(target_of(url), creds, options=_OPTIONS))
         self._infer = _method(self._channel, "ModelInfer")
         self._meta = _method(self._channel, "ModelMetadata")
         self._outputs: dict[str, list[str]] = {}  # model -> outputs to ask for
 
     def _call(self, fn: Any, request: Any, cid: str) -> Any:
         for attempt in range(self.policy.attempts):
+            metadata = _metadata(cid, self.tokens)
             try:
-                return fn(request, timeout=self.timeout, metadata=_metadata(cid))
+                return fn(request, timeout=self.timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 try:
-                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid)
+                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid,
+                           any(k == "authorization" for k, _ in metadata))
                 except _Retry as retry:
                     time.sleep(retry.delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -231,20 +264,27 @@ class GrpcTransport:
 class AsyncGrpcTransport:
     """asyncio gRPC transport (grpc.aio) for engines running an event loop."""
 
-    def __init__(self, url: str, timeout: float, policy: RetryPolicy) -> None:
-        self.url, self.timeout, self.policy = url, timeout, policy
-        self._channel = aio.insecure_channel(target_of(url), options=_OPTIONS)
+    def __init__(self, url: str, timeout: float, policy: RetryPolicy, *,
+                 tokens: TokenSource | None = None,
+                 ca_file: str | Path | None = None) -> None:
+        self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
+        creds = channel_credentials(url, ca_file)
+        self._channel = (aio.insecure_channel(target_of(url), options=_OPTIONS)
+                         if creds is None else
+                         aio.secure_channel(target_of(url), creds, options=_OPTIONS))
         self._infer = _method(self._channel, "ModelInfer")
         self._meta = _method(self._channel, "ModelMetadata")
         self._outputs: dict[str, list[str]] = {}
 
     async def _call(self, fn: Any, request: Any, cid: str) -> Any:
         for attempt in range(self.policy.attempts):
+            metadata = _metadata(cid, self.tokens)
             try:
-                return await fn(request, timeout=self.timeout, metadata=_metadata(cid))
+                return await fn(request, timeout=self.timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 try:
-                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid)
+                    _raise(self.policy, attempt, self.url, self.timeout, exc, cid,
+                           any(k == "authorization" for k, _ in metadata))
                 except _Retry as retry:
                     await asyncio.sleep(retry.delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -275,5 +315,6 @@ class AsyncGrpcTransport:
         await self._channel.close()
 
 
-__all__ = ["SCHEME", "AsyncGrpcTransport", "GrpcTransport", "explain_result", "infer_request",
+__all__ = ["SCHEME", "TLS_SCHEME", "AsyncGrpcTransport", "GrpcTransport",
+           "channel_credentials", "explain_result", "infer_request", "is_grpc_url",
            "predict_result", "target_of", "wanted_outputs"]

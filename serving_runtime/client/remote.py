@@ -6,12 +6,22 @@ failures (refused, reset, closed before answering) and 503, at most `policy.retr
 times. Never retried: 4xx (the same body would fail again), other 5xx, and read timeouts
 (the time budget is spent; retrying would multiply the caller's worst-case latency).
 Predictions are pure, so re-sending a request that may have reached the server is safe.
+
+A runtime with AUTH_TOKENS_DIR wants `Authorization: Bearer <token>`: `TokenSource` gives
+it from a string or a file (re-read when the file changes, so a rotated mounted Secret is
+picked up without a restart); a 401 raises AuthenticationError, never retried. An https://
+URL is verified against the system CAs, or against `ca_file` when given; a certificate
+that does not verify raises TLSVerificationError, never retried either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
+import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,9 +31,11 @@ import orjson
 from serving_runtime.models.inference import valid_correlation_id
 
 from .errors import (
+    AuthenticationError,
     InferenceTimeoutError,
     ServerError,
     ServiceUnavailableError,
+    TLSVerificationError,
     error_for_status,
     message_from_body,
 )
@@ -40,14 +52,102 @@ _RETRYABLE = (
 )
 
 
+#: a token file is looked at again (one stat) at most this often
+TOKEN_FILE_CHECK_SECONDS = 1.0
+
+
+class TokenSource:
+    """The bearer token to send: `token`, or the content of `token_file` (surrounding
+    whitespace stripped), re-read when the file's identity, size or mtime changed (a stat
+    at most every TOKEN_FILE_CHECK_SECONDS). Thread-safe; the token is never logged."""
+
+    def __init__(self, token: str | None = None, token_file: str | Path | None = None,
+                 *, check_seconds: float = TOKEN_FILE_CHECK_SECONDS) -> None:
+        if token is not None and token_file is not None:
+            raise ValueError("give a token or a token file, not both")
+        if token is not None and not token.strip():
+            raise ValueError("the token is empty")
+        self.file = Path(token_file) if token_file is not None else None
+        self.check_seconds = check_seconds
+        self._token = token.strip() if token is not None else None
+        self._stamp: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+        if self.file is not None:
+            self._read()  # a missing or empty file is an error now, not at the first call
+
+    def _read(self) -> None:
+        assert self.file is not None
+        st = os.stat(self.file)
+        token = self.file.read_text().strip()
+        if not token:
+            raise ValueError(f"the token file {self.file} is empty")
+        self._token = token
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def token(self) -> str | None:
+        if self.file is None:
+            return self._token
+        now = time.monotonic()
+        if now >= self._next_check:
+            with self._lock:
+                self._next_check = now + self.check_seconds
+                try:
+                    st = os.stat(self.file)
+                    if (st.st_ino, st.st_size, st.st_mtime_ns) != self._stamp:
+                        self._read()
+                except (OSError, ValueError):
+                    pass  # mid-rotation (missing or empty for a moment): keep the last one
+        return self._token
+
+    def header(self) -> str | None:
+        token = self.token()
+        return f"Bearer {token}" if token else None
+
+    def __repr__(self) -> str:  # never the token itself
+        return f"TokenSource(file={self.file})" if self.file else "TokenSource(<token>)"
+
+
+def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | bool:
+    """httpx's `verify`: the system CAs (True), or only `ca_file`'s."""
+    if ca_file is None:
+        return True
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _certificate_problem(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ssl.SSLCertVerificationError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def authentication_error(message: str, sent_token: bool, where: str,
+                         correlation_id: str | None) -> AuthenticationError:
+    if sent_token:
+        text = f"{where}: the server rejected the bearer token ({message})"
+    else:
+        text = (f"{where}: the server requires a bearer token and none was sent ({message}); "
+                f"give token= or token_file= (REMOTE_INFERENCE_TOKEN, "
+                f"REMOTE_INFERENCE_TOKEN_FILE)")
+    return AuthenticationError(text, correlation_id=correlation_id)
+
+
 def model_path(prefix: str, model_name: str) -> str:
     return f"{prefix}/{quote(model_name, safe='')}"
 
 
 def _client_options(url: str, timeout: float, max_connections: int,
-                    transport: Any) -> dict[str, Any]:
+                    transport: Any, ca_file: str | Path | None = None) -> dict[str, Any]:
     """What the blocking and the asyncio httpx clients are built with."""
     return {
+        "verify": tls_context(ca_file),
         "base_url": url,
         "timeout": timeout,
         "limits": httpx.Limits(max_connections=max_connections,
@@ -58,8 +158,12 @@ def _client_options(url: str, timeout: float, max_connections: int,
     }
 
 
-def _headers(content: bytes | None, correlation_id: str | None) -> dict[str, str]:
+def _headers(content: bytes | None, correlation_id: str | None,
+             tokens: TokenSource | None = None) -> dict[str, str]:
     headers: dict[str, str] = {}
+    authorization = tokens.header() if tokens is not None else None
+    if authorization is not None:
+        headers["Authorization"] = authorization
     if content is not None:
         headers["Content-Type"] = "application/json"
     # Only an id the server may echo goes in the header (its correlation id rule); any
@@ -96,10 +200,17 @@ def _decide(
     resp: httpx.Response | None = None,
     exc: Exception | None = None,
     accept: frozenset[int] = frozenset(),
+    sent_token: bool = False,
 ) -> Any:
     """Return the decoded body, raise `_Retry`, or raise the typed error."""
     last = attempt + 1 >= policy.attempts
     if exc is not None:
+        bad_cert = _certificate_problem(exc)
+        if bad_cert is not None:  # retrying cannot fix a certificate
+            raise TLSVerificationError(
+                f"{where}: the server's TLS certificate did not verify: "
+                f"{bad_cert.verify_message or bad_cert} (ca_file / REMOTE_INFERENCE_CA_FILE "
+                f"names the CA to trust)", correlation_id=correlation_id) from exc
         if isinstance(exc, _RETRYABLE):
             if not last:
                 raise _Retry(policy.delay(attempt))
@@ -121,6 +232,13 @@ def _decide(
         raise _Retry(policy.delay(attempt, resp.headers.get("Retry-After")))
     if resp.is_success or resp.status_code in accept:
         return orjson.loads(resp.content)
+    if resp.status_code == 401:  # a 4xx: never retried
+        try:
+            body: Any = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            body = resp.text
+        raise authentication_error(message_from_body(body, "HTTP 401"), sent_token, where,
+                                   resp.headers.get(CORRELATION_HEADER) or correlation_id)
     _raise_for(resp, correlation_id)
 
 
@@ -135,12 +253,15 @@ class RemoteTransport:
         *,
         max_connections: int = 64,
         transport: httpx.BaseTransport | None = None,
+        tokens: TokenSource | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.policy = policy
+        self.tokens = tokens
         self._http = httpx.Client(**_client_options(self.url, timeout, max_connections,
-                                                    transport))
+                                                    transport, ca_file))
 
     def request(
         self,
@@ -150,7 +271,8 @@ class RemoteTransport:
         correlation_id: str | None = None,
         accept: frozenset[int] = frozenset(),
     ) -> Any:
-        headers = _headers(content, correlation_id)
+        headers = _headers(content, correlation_id, self.tokens)
+        sent_token = "Authorization" in headers
         where = f"{self.url}{path}"
         for attempt in range(self.policy.attempts):
             try:
@@ -160,7 +282,7 @@ class RemoteTransport:
                     return _decide(self.policy, attempt, where, self.timeout, correlation_id,
                                    exc=exc)
                 return _decide(self.policy, attempt, where, self.timeout, correlation_id,
-                               resp=resp, accept=accept)
+                               resp=resp, accept=accept, sent_token=sent_token)
             except _Retry as retry:
                 time.sleep(retry.delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -180,12 +302,15 @@ class AsyncRemoteTransport:
         *,
         max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
+        tokens: TokenSource | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.policy = policy
+        self.tokens = tokens
         self._http = httpx.AsyncClient(**_client_options(self.url, timeout, max_connections,
-                                                         transport))
+                                                         transport, ca_file))
 
     async def request(
         self,
@@ -195,7 +320,8 @@ class AsyncRemoteTransport:
         correlation_id: str | None = None,
         accept: frozenset[int] = frozenset(),
     ) -> Any:
-        headers = _headers(content, correlation_id)
+        headers = _headers(content, correlation_id, self.tokens)
+        sent_token = "Authorization" in headers
         where = f"{self.url}{path}"
         for attempt in range(self.policy.attempts):
             try:
@@ -207,7 +333,7 @@ class AsyncRemoteTransport:
                     return _decide(self.policy, attempt, where, self.timeout, correlation_id,
                                    exc=exc)
                 return _decide(self.policy, attempt, where, self.timeout, correlation_id,
-                               resp=resp, accept=accept)
+                               resp=resp, accept=accept, sent_token=sent_token)
             except _Retry as retry:
                 await asyncio.sleep(retry.delay)
         raise AssertionError("unreachable: the last attempt returns or raises")

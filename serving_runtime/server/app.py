@@ -36,11 +36,11 @@ from serving_runtime.models.inference import (
     accepted_correlation_id,
     new_correlation_id,
 )
-from serving_runtime.server import grpc_server
+from serving_runtime.server import auth, grpc_server
 from serving_runtime.server.control import ControlHandlers
 from serving_runtime.server.handlers import HotHandlers, Reply
 from serving_runtime.server.heap import tune_collector
-from serving_runtime.server.hot_path import HotPathApp, with_hot_path
+from serving_runtime.server.hot_path import HotPathApp, send_unauthorized, with_hot_path
 from serving_runtime.server.http_body import is_v2_path, json_response, read_asgi_body
 from serving_runtime.server.lifecycle import LIFECYCLE, Lifecycle, fail_startup
 from serving_runtime.server.logs import configure_logging
@@ -94,6 +94,25 @@ class CorrelationIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class AuthMiddleware:
+    """Every FastAPI route but the open ones (AUTH_HEALTH, AUTH_METRICS) needs a bearer
+    token (server/auth.py). Inside CorrelationIdMiddleware, so a 401 has the request's id;
+    the hot routes are checked by the hot-path layer before they get here."""
+
+    def __init__(self, app: ASGIApp, authenticator: auth.Authenticator) -> None:
+        self.app = app
+        self.auth = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.auth.protects(scope["path"]):
+            failure = self.auth.check_asgi(scope["headers"])
+            if failure is not None:
+                cid = scope.get(CORRELATION_SCOPE_KEY) or new_correlation_id()
+                await send_unauthorized(send, failure, scope["path"], cid)
+                return
+        await self.app(scope, receive, send)
 
 
 def request_cid(request: Request) -> str:
@@ -300,7 +319,8 @@ def _lifespan(settings: Settings, lifecycle: Lifecycle, registry: ModelRegistry,
             tasks.spawn(broadcast.watch(registry.reload))
         # after the models in a worker (see above); its ServerReady tells loading apart
         grpc_srv = await grpc_server.start(settings, control,
-                                           getattr(app.state, "overload", None))
+                                           getattr(app.state, "overload", None),
+                                           authenticator=app.state.auth)
         yield
         if grpc_srv is not None:
             # uvicorn has drained HTTP by now; calls in flight get a short grace (they take
@@ -343,7 +363,11 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle  # the hot-path layer adds Connection: close on a drain
     app.state.hot = hot  # the hot-path layer calls the same handlers
+    # AUTH_TOKENS_DIR: None = no authentication; the hot path and gRPC check with it too
+    app.state.auth = auth.from_settings(settings, on_failure=metrics.auth_failed)
 
+    if app.state.auth is not None:  # added first: inside CorrelationIdMiddleware
+        app.add_middleware(AuthMiddleware, authenticator=app.state.auth)
     # Every answer carries X-Correlation-ID (the request's when it follows the rule, else
     # a fresh one); the handlers set theirs, this covers the rest (404, 405...).
     app.add_middleware(CorrelationIdMiddleware)

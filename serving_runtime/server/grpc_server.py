@@ -8,6 +8,12 @@ path's verdict (`HotPathApp.overloaded`). Status mapping, REST -> gRPC:
 400/422 INVALID_ARGUMENT, 404 NOT_FOUND, 413 RESOURCE_EXHAUSTED, 503 UNAVAILABLE,
 500 INTERNAL. The correlation id travels as `x-correlation-id` metadata both ways (the
 answer's in the trailing metadata); a challenger version is pinned with `x-model-version`.
+
+AUTH_TOKENS_DIR: every RPC needs `authorization: Bearer <token>` metadata (else
+UNAUTHENTICATED; ServerLive and ServerReady follow AUTH_HEALTH), checked by an interceptor
+with the HTTP port's Authenticator. TLS_CERT_FILE/TLS_KEY_FILE: the port serves TLS with
+the same pair; grpc's dynamic credentials ask for the pair at each new handshake, so a
+rotated certificate is served without a restart, as on the HTTP port.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from grpc import aio
 
 from serving_runtime import grpc_protocol as pb
 from serving_runtime.schemas import MODEL_VERSION_HEADER
+from serving_runtime.server import auth
+from serving_runtime.server import tls as tls_mod
 from serving_runtime.server.control import ControlHandlers
 from serving_runtime.server.handlers import Reply
 from serving_runtime.server.settings import Settings
@@ -116,14 +124,75 @@ def _handlers(service: InferenceService) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(pb.SERVICE, {n: unary(n) for n in pb.METHODS})
 
 
+#: the RPCs AUTH_HEALTH=open leaves open
+HEALTH_METHODS = frozenset(f"/{pb.SERVICE}/{m}" for m in ("ServerLive", "ServerReady"))
+
+
+def _refusal(failure: auth.Failure) -> grpc.RpcMethodHandler:
+    message = auth.MESSAGE[failure]
+
+    async def refuse(request: Any, context: aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message,
+                            trailing_metadata=(("www-authenticate", auth.CHALLENGE[failure]),))
+
+    # no deserializer: the refused request is never parsed
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+class AuthInterceptor(aio.ServerInterceptor):
+    """UNAUTHENTICATED for an RPC without an accepted `authorization: Bearer` token."""
+
+    def __init__(self, authenticator: auth.Authenticator, health_open: bool) -> None:
+        self.auth = authenticator
+        self.open_methods = HEALTH_METHODS if health_open else frozenset()
+        self._refusals = {f: _refusal(f) for f in (auth.MISSING, auth.INVALID)}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails],
+                                     Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        if handler_call_details.method not in self.open_methods:
+            header = None
+            for key, value in handler_call_details.invocation_metadata or ():
+                if key == "authorization":
+                    header = value if isinstance(value, str) else value.decode("latin-1")
+                    break
+            failure = self.auth.check(header)
+            if failure is not None:
+                return self._refusals[failure]
+        return await continuation(handler_call_details)
+
+
+def server_credentials(tls: tls_mod.ReloadingTLS) -> grpc.ServerCredentials:
+    """TLS credentials that follow `tls`'s reloads: grpc calls the fetcher at each new
+    handshake, and it hands over the pair only when a reload brought a new one."""
+    served = [tls.generation]
+
+    def pair_config() -> Any:
+        cert, key = tls.pem
+        return grpc.ssl_server_certificate_configuration([(key, cert)])
+
+    def fetch() -> Any:
+        tls.maybe_reload()  # bounded: looks at the files every few seconds at most
+        if tls.generation == served[0]:
+            return None  # unchanged: grpc keeps the current pair
+        served[0] = tls.generation
+        return pair_config()
+
+    return grpc.dynamic_ssl_server_credentials(pair_config(), fetch,
+                                               require_client_authentication=False)
+
+
 def listen_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(settings: Settings, control: ControlHandlers, overload: Any = None
-                ) -> aio.Server | None:
+async def start(settings: Settings, control: ControlHandlers, overload: Any = None, *,
+                authenticator: auth.Authenticator | None = None) -> aio.Server | None:
     """The started gRPC server, or None when GRPC_PORT is 0. Raises RuntimeError naming
-    the address when the port cannot be bound."""
+    the address when the port cannot be bound. `authenticator` (AUTH_TOKENS_DIR) guards
+    every RPC; TLS_CERT_FILE/TLS_KEY_FILE make the port a TLS one."""
     if settings.grpc_port == 0:
         return None
     options = [
@@ -133,16 +202,25 @@ async def start(settings: Settings, control: ControlHandlers, overload: Any = No
         # not share it, so a second server on the same port is an error, not a silent split.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
-    server = aio.server(options=options)
+    interceptors = ([AuthInterceptor(authenticator, settings.auth_health == "open")]
+                    if authenticator is not None else [])
+    server = aio.server(options=options, interceptors=interceptors)
     server.add_generic_rpc_handlers((_handlers(InferenceService(control, overload)),))
     address = listen_address(settings.host, settings.grpc_port)
+    # its own ReloadingTLS (the HTTP port's lives in the uvicorn server); same files
+    tls = tls_mod.from_settings(settings)
     try:
-        server.add_insecure_port(address)
+        if tls is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, server_credentials(tls))
     except RuntimeError as exc:
         raise RuntimeError(f"gRPC: cannot listen on {address} (GRPC_PORT): {exc}") from exc
     await server.start()
-    log.info("gRPC listening", extra={"address": address})
+    log.info("gRPC listening", extra={"address": address, "tls": tls is not None,
+                                      "auth": authenticator is not None})
     return server
 
 
-__all__ = ["InferenceService", "listen_address", "start", "status_code"]
+__all__ = ["AuthInterceptor", "InferenceService", "listen_address", "server_credentials",
+           "start", "status_code"]

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving_runtime.models.inference import accepted_correlation_id, new_correlation_id
 from serving_runtime.schemas import MODEL_VERSION_HEADER
+from serving_runtime.server import auth
 from serving_runtime.server.http_body import is_v2_path, read_asgi_body, send_json
 from serving_runtime.server.lifecycle import LIFECYCLE
 from serving_runtime.server.routes import match_hot
@@ -48,6 +49,7 @@ _RETRY_AFTER = [(b"retry-after", b"1")]
 _CLOSE = (b"connection", b"close")
 _CLOSE_HEADERS = [_CLOSE]
 _PIN_HEADER = MODEL_VERSION_HEADER.lower().encode()
+_AUTHORIZATION = b"authorization"
 _DEFAULT_MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
@@ -61,6 +63,9 @@ class HotPathApp:
         settings = getattr(state, "settings", None)
         self.max_body = settings.max_body_bytes if settings else _DEFAULT_MAX_BODY
         self.lifecycle = getattr(state, "lifecycle", None) or LIFECYCLE
+        # AUTH_TOKENS_DIR: the hot routes skip FastAPI and so its AuthMiddleware; checked
+        # here with the same Authenticator
+        self.auth: auth.Authenticator | None = getattr(state, "auth", None)
         if shed_lag_s is None:
             shed_lag_s = settings.shed_lag_ms / 1000.0 if settings else SHED_LAG_S
         self.shed_lag_s = shed_lag_s
@@ -111,7 +116,7 @@ class HotPathApp:
             hot_route = match_hot(scope["method"], scope["path"])
             if hot_route is not None:
                 route, params = hot_route
-                cid = declared = pin = None
+                cid = declared = pin = authorization = None
                 for key, value in scope["headers"]:
                     if key == b"x-correlation-id" and cid is None:  # first, as Starlette
                         cid = value.decode("latin-1")
@@ -119,6 +124,17 @@ class HotPathApp:
                         declared = value
                     elif key == _PIN_HEADER and pin is None:
                         pin = value.decode("latin-1")
+                    elif key == _AUTHORIZATION and authorization is None:
+                        authorization = value
+                if self.auth is not None:
+                    # before the body is read and before shedding: a refusal costs nothing
+                    failure = self.auth.check(authorization)
+                    if failure is not None:
+                        await send_unauthorized(
+                            send, failure, route.path,
+                            accepted_correlation_id(cid) or new_correlation_id(),
+                            _CLOSE_HEADERS if self.lifecycle.draining else None)
+                        return
                 if self.overloaded():
                     await self._shed(send, cid, v2=is_v2_path(route.path))
                     return
@@ -155,6 +171,17 @@ class HotPathApp:
         await send_json(send, doc, 503, cid, headers)
 
 
+async def send_unauthorized(send: Send, failure: auth.Failure, path: str, cid: str,
+                            extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """401 in the route family's error shape (`{"error"}` under /v2, `{"detail",
+    "correlation_id"}` elsewhere) with the RFC 6750 challenge in WWW-Authenticate; shared
+    by the hot path and the FastAPI routes' AuthMiddleware (app.py)."""
+    message = auth.MESSAGE[failure]
+    doc: dict[str, Any] = ({"error": message} if is_v2_path(path)
+                           else {"detail": message, "correlation_id": cid})
+    await send_json(send, doc, 401, cid, auth.challenge_headers(failure) + (extra_headers or []))
+
+
 def _closing(send: Send) -> Send:
     """`send` with `Connection: close` added to the response head (the FastAPI routes,
     while draining)."""
@@ -175,4 +202,4 @@ def with_hot_path(app: ASGIApp) -> HotPathApp:
     return HotPathApp(app)
 
 
-__all__ = ["HotPathApp", "with_hot_path"]
+__all__ = ["HotPathApp", "send_unauthorized", "with_hot_path"]

@@ -132,6 +132,14 @@ class RuntimeMetrics:
             "champion | shadow) on the same rows", ["model_name", "role"],
             buckets=LATENCY_BUCKETS, registry=reg,
         )
+        # --- authentication (server/auth.py): refused requests, HTTP and gRPC ---
+        self.auth_failures = Counter(
+            "auth_failures_total", "Requests refused for their bearer token, by reason "
+            "(missing: no Authorization header | invalid: a wrong token or a malformed "
+            "header)", ["reason"], registry=reg,
+        )
+        self._auth_failure_children = {r: self.auth_failures.labels(r)
+                                       for r in ("missing", "invalid")}
         self._children: dict[str, ModelCounters] = {}
 
     def for_model(self, name: str) -> ModelCounters:
@@ -154,6 +162,9 @@ class RuntimeMetrics:
             else:
                 self.loaded.remove(name, old_version)
         self.loaded.labels(name, new_version).set(1)
+
+    def auth_failed(self, reason: str) -> None:
+        self._auth_failure_children[reason].inc()
 
     # --- the shadow's reports (server/rollout.py, ShadowQueue) ---
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving_runtime.models.trees.accelerate import CHECK_ROWS
+from serving_runtime.server import auth, tls
 from serving_runtime.server.rollout import ChallengerConfig, parse_challengers
 
 
@@ -121,6 +123,47 @@ class Settings(BaseSettings):
         description="percent of one core's time the shadow may spend per worker process; "
         "beyond it (a saturated process) rows are dropped and counted, not evaluated",
     )
+
+    # Authentication and TLS (serving_runtime/server/auth.py, tls.py; docs/runtime.md).
+    auth_tokens_dir: Path | None = Field(
+        default=None,
+        description="directory of accepted bearer tokens, one per file (a mounted Secret; "
+        "names starting with '.' skipped), re-read on change; set = every API request "
+        "needs 'Authorization: Bearer <token>'; set but holding none = exit 2",
+    )
+    auth_health: Literal["open", "token"] = Field(
+        default="open",
+        description="open: /health and /v2/health/* answer without a token (the kubelet's "
+        "probes carry none); token: they need one too",
+    )
+    auth_metrics: Literal["open", "token"] = Field(
+        default="open",
+        description="open: /metrics answers without a token (Prometheus scrapes; the "
+        "NetworkPolicy limits who reaches the port); token: it needs one too",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) of the HTTP and gRPC ports; with TLS_KEY_FILE "
+        "they serve TLS (1.2 at least); reloaded when the file changes",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="PEM private key of TLS_CERT_FILE; both or neither",
+    )
+
+    @model_validator(mode="after")
+    def _auth_and_tls(self) -> Settings:
+        # Checked at start-up so that a missing token or half a TLS setting exits 2 with
+        # the reason, instead of serving open or plain HTTP.
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given, missing = (("TLS_CERT_FILE", "TLS_KEY_FILE") if self.tls_key_file is None
+                              else ("TLS_KEY_FILE", "TLS_CERT_FILE"))
+            raise ValueError(f"{given} is set but {missing} is not: set both (TLS) or "
+                             f"neither (plain HTTP)")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            tls.check_pair(self.tls_cert_file, self.tls_key_file)
+        if self.auth_tokens_dir is not None:
+            auth.check_token_dir(self.auth_tokens_dir)
+        return self
 
     @field_validator("challengers")
     @classmethod

@@ -37,6 +37,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import multiprocess
 
+from serving_runtime.server import tls as tls_mod
 from serving_runtime.server.lifecycle import LIFECYCLE, Lifecycle
 
 if TYPE_CHECKING:
@@ -55,10 +56,12 @@ SHUTDOWN_GRACE_SECONDS = 5
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, *, drain_seconds: float,
-                 lifecycle: Lifecycle = LIFECYCLE) -> None:
+                 lifecycle: Lifecycle = LIFECYCLE,
+                 tls: tls_mod.ReloadingTLS | None = None) -> None:
         super().__init__(config)
         self.drain_seconds = drain_seconds
         self.lifecycle = lifecycle
+        self.tls = tls  # TLS_CERT_FILE/TLS_KEY_FILE: this process's own context
         self._drain_logged = False
         self._answered = -1  # server_state.total_requests at the last tick
         self._quiet_since = 0.0  # drained_for() when the last connection/answer was seen
@@ -75,7 +78,19 @@ class DrainingServer(uvicorn.Server):
         # would make the exit status "killed by SIGTERM" instead of 0.
         self.lifecycle.begin_drain()
 
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        if self.tls is not None:
+            # our context instead of uvicorn's (which it builds only from ssl_certfile and
+            # never reloads): create_server gets it, and the reloads change it in place
+            self.config.ssl = self.tls.context
+            log.info("serving HTTPS", extra={"cert_file": str(self.tls.cert),
+                                             "minimum_tls": "1.2"})
+        await super().startup(sockets)
+
     async def on_tick(self, counter: int) -> bool:
+        if self.tls is not None:
+            # uvicorn ticks every 0.1 s; the files are looked at every few seconds only
+            self.tls.maybe_reload()
         lifecycle = self.lifecycle
         if lifecycle.exit_code is not None or (
                 lifecycle.draining and not self.should_exit and self._drain_over()):
@@ -126,7 +141,8 @@ class DrainingProcess(multiprocess.Process):
 
             settings = Settings()  # the parent put every setting in the environment
             apply_connection_limits(settings)
-            self._server = DrainingServer(self.config, drain_seconds=settings.drain_seconds)
+            self._server = DrainingServer(self.config, drain_seconds=settings.drain_seconds,
+                                          tls=tls_mod.from_settings(settings))
         return self._server
 
     def target(self, sockets: Any = None) -> None:  # pragma: no cover - in the worker
@@ -151,12 +167,13 @@ def _workers_of_class(cls: type[multiprocess.Process]) -> Iterator[None]:
 def run_single(app: ASGIApp, *, drain_seconds: float, settings: Settings | None = None,
                lifecycle: Lifecycle = LIFECYCLE, **config: Any) -> int:
     """Serve `app` in this process; the exit code: 0, or what the app asked for.
-    `settings` gives the connection limits (default: those of the defaults)."""
+    `settings` gives the connection limits (default: those of the defaults) and TLS."""
     if settings is not None:
         apply_connection_limits(settings)
     server = DrainingServer(
         uvicorn.Config(app, timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS, **config),
-        drain_seconds=drain_seconds, lifecycle=lifecycle)
+        drain_seconds=drain_seconds, lifecycle=lifecycle,
+        tls=tls_mod.from_settings(settings) if settings is not None else None)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C, as uvicorn.run
         server.run()
     if lifecycle.exit_code:
