@@ -1,7 +1,10 @@
 """In-process cost of one `/predict` through the hot path (no sockets, no HTTP parsing):
 `create_app` + `HotPathApp`, an RF-10 forest, the best of 5 rounds of 5,000 calls.
 
-    .venv/bin/python bench/hot_path_cost.py
+    .venv/bin/python bench/hot_path_cost.py [--token]
+
+`--token`: with AUTH_TOKENS_DIR set and the request carrying its bearer token (what the
+check costs per request).
 
 Compare two trees in one sitting (`PYTHONPATH=<tree> ...`, alternating): the machine's
 speed drifts, so only figures of one run compare.
@@ -10,6 +13,7 @@ speed drifts, so only figures of one run compare.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +38,21 @@ def main() -> None:
     models = Path(tempfile.mkdtemp(prefix="n1v1-hot-path-"))
     forest = RandomForestClassifier(10, max_depth=8, random_state=0).fit(X, y)
     save_model(forest, models / "m", version="1")
-    app = create_app(Settings(models_dir=models))
+    token = "--token" in sys.argv[1:]
+    headers = [(b"content-length", b"")]
+    extra: dict[str, Any] = {}
+    if token:
+        (models.parent / (models.name + "-tokens")).mkdir()
+        (models.parent / (models.name + "-tokens") / "engine").write_text("t" * 32)
+        extra["auth_tokens_dir"] = models.parent / (models.name + "-tokens")
+        headers.append((b"authorization", b"Bearer " + b"t" * 32))
+    app = create_app(Settings(models_dir=models, **extra))
     asyncio.run(app.state.registry.load_expected())
     hot = HotPathApp(app, shed_lag_s=0)
     body = orjson.dumps({"model_name": "m",
                          "features": {f"f{i}": [float(X[0, i])] for i in range(10)}})
-    scope = {"type": "http", "method": "POST", "path": "/predict",
-             "headers": [(b"content-length", str(len(body)).encode())]}
+    headers[0] = (b"content-length", str(len(body)).encode())
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
     answers: list[int] = []
 
     async def receive() -> dict[str, Any]:
@@ -64,7 +76,7 @@ def main() -> None:
     best = asyncio.run(run())
     assert set(answers) == {200}, sorted(set(answers))
     print(f"hot path: {best * 1e6:.1f} us per /predict in process "
-          f"(best of {ROUNDS} x {CALLS}, RF-10)")
+          f"(best of {ROUNDS} x {CALLS}, RF-10{', bearer token checked' if token else ''})")
 
 
 if __name__ == "__main__":

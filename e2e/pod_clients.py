@@ -14,25 +14,33 @@ from e2e.helpers import ApiClients, apply_manifest, kubectl, tool_env, wait_for,
 from e2e.realpods.cluster import REAL_NODE_LABEL, REAL_NODE_TOLERATION, RUNTIME_IMAGE
 
 PORT = 8080
-# One request from inside a pod: "ok" (HTTP 200) or the error. A policy's REJECT answers at
-# once (connection refused); the 2 s timeout bounds a DROP.
+# One request from inside a pod: "ok" (HTTP 200), "http <status>" (the server answered,
+# so the network let it through), or "refused: <error>" (no connection). A policy's REJECT
+# answers at once (connection refused); the 2 s timeout bounds a DROP.
 REQUEST = r"""
-import sys, urllib.request
+import sys, urllib.error, urllib.request
 try:
-    print("ok" if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else "bad")
+    status = urllib.request.urlopen(sys.argv[1], timeout=2).status
+    print("ok" if status == 200 else f"http {status}")
+except urllib.error.HTTPError as exc:
+    print(f"http {exc.code}")
 except OSError as exc:
     print(f"refused: {exc!r}")
 """
-# Polls until the answer becomes `want` ("ok" or "refused"), for at most `limit` seconds;
-# prints "started", then the wall-clock time (the host's clock: same kernel) it changed.
+# Polls until the answer becomes `want` ("ok", "refused" or "http <status>"), for at most
+# `limit` seconds; prints "started", then the wall-clock time (the host's clock: same kernel)
+# it changed.
 WATCH = r"""
-import sys, time, urllib.request
+import sys, time, urllib.error, urllib.request
 url, want, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
 print("started", flush=True)
 end = time.time() + limit
 while True:
     try:
-        got = "ok" if urllib.request.urlopen(url, timeout=1).status == 200 else "bad"
+        status = urllib.request.urlopen(url, timeout=1).status
+        got = "ok" if status == 200 else f"http {status}"
+    except urllib.error.HTTPError as exc:
+        got = f"http {exc.code}"
     except OSError:
         got = "refused"
     if got == want:

@@ -105,7 +105,9 @@ def test_kubelet_probes_pass_under_deny_all(
     url = f"http://{server_ip}:{PORT}/"
     pods.assert_answers(ns, "client", url)
 
-    deny_all = policy("deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]})
+    # Only the server is selected: what cuts the client off is the server's ingress.
+    deny_all = policy("deny-all", {"podSelector": {"matchLabels": {"app": "server"}},
+                                   "policyTypes": ["Ingress", "Egress"]})
     took = pods.change_and_time(ns, "client", url, "refused",
                                 lambda: pods.create(ns, deny_all))
     print(f"\ndeny-all enforced {took:.2f}s after kubectl apply began")

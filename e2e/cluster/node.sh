@@ -142,7 +142,9 @@ node_restore_ipsets() {
 # turns it on; elsewhere it is set here and put back by down (node_restore_sysctls).
 node_bridge_netfilter() {
   local f=/proc/sys/net/bridge/bridge-nf-call-iptables
-  [ -e "$f" ] || modprobe br_netfilter 2>/dev/null || true
+  if [ ! -e "$f" ] && modprobe br_netfilter 2>/dev/null; then
+    touch "$NODE_DIR/baseline/loaded-br-netfilter" # down unloads it again
+  fi
   if [ ! -e "$f" ]; then
     log "no br_netfilter module: NetworkPolicies between pods of the real node are not enforced"
     return 0
@@ -463,6 +465,11 @@ node_down() {
   node_restore_iptables ip6tables "$NODE_DIR/baseline/ip6tables"
   node_restore_ipsets
   node_restore_sysctls
+  # Loaded by up: unloaded, or every other bridge on the host would keep passing iptables.
+  # (Busy, e.g. a Docker engine started since: it stays, and host_state.py says so.)
+  if [ -f "$NODE_DIR/baseline/loaded-br-netfilter" ]; then
+    modprobe -r br_netfilter 2>/dev/null || log "br_netfilter is in use: left loaded"
+  fi
   # Files the kubelet and libcni keep outside our dirs.
   find /var/log/containers -maxdepth 1 -lname "$NODE_DIR/*" -delete 2>/dev/null || true
   [ -f "$NODE_DIR/baseline/had-var-log-containers" ] || rmdir /var/log/containers 2>/dev/null || true

@@ -172,6 +172,8 @@ def test_token_and_tls_through_the_operator_with_a_rotation_and_no_restart(
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
     with httpx.Client(verify=str(ca.path), timeout=10) as http:
         metrics = http.get(f"{url}/metrics").text  # open by default: Prometheus scrapes it
-    failures = [line for line in metrics.splitlines()
-                if line.startswith("auth_failures_total") or "auth_failures_total{" in line]
-    assert failures, metrics[-2000:]
+    counted = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+               if line.startswith("auth_failures_total{")}
+    # both series exist from the start at 0: the refusals above must have counted
+    assert counted['auth_failures_total{reason="missing"}'] >= 1, counted
+    assert counted['auth_failures_total{reason="invalid"}'] >= 2, counted

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -52,6 +53,8 @@ def test_s3_example_served_from_moto(realpods, on_real_node, s3_server, tmp_path
     secret, mlmodel = example("s3-minio.yaml")
     creds = secret["stringData"]
     creds["AWS_ENDPOINT_URL"] = s3_server
+    # the example opens MinIO's 9000 to the fetch step; moto listens elsewhere
+    mlmodel["spec"]["serving"]["networkPolicy"]["fetchPorts"] = [urlsplit(s3_server).port]
     version = mlmodel["spec"]["model"]["version"]
     folder, trained_names = xgboost_folder(tmp_path / "train", "churn-xgb", version)
     s3 = boto3.client("s3", endpoint_url=s3_server, aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],

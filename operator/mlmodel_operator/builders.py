@@ -325,8 +325,8 @@ def runtime_scheme(spec: MLModelSpec) -> str:
 
 def auth_volumes(spec: MLModelSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, runtime volumeMounts) of the token and TLS Secrets. Not optional: a missing
-    Secret keeps the pod from starting (the status names it) rather than serving open. A
-    Secret volume is refreshed in place by the kubelet, so rotations need no new pod."""
+    Secret keeps the pod from starting (ContainerCreating, FailedMount) rather than serving
+    open. A Secret volume is refreshed in place by the kubelet: rotations need no new pod."""
     auth = spec.serving.auth
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []

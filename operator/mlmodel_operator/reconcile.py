@@ -296,12 +296,14 @@ def _apply_children(
     name, uid = owner.name, owner.uid
     drift = " (spec changed or the live object drifted from it)"
 
+    # The policy first: pods must never run before it exists (an apply that fails below
+    # leaves them closed, not open).
+    _apply_network_policy(kube, owner, spec, access, changes)
     dep = kube.apply(
         builders.build_deployment(owner, spec, runtime_image, challenger=challenger), uid)
     changes.record("Deployment", name, dep.action, drift if dep.action == "updated" else "")
     svc = kube.apply(builders.build_service(owner, spec), uid)
     changes.record("Service", name, svc.action, drift if svc.action == "updated" else "")
-    _apply_network_policy(kube, owner, spec, access, changes)
     autoscaler = _apply_autoscaling(kube, body, owner, spec, monitoring, changes)
     if kube.has_resource(POD_MONITOR_API_VERSION, POD_MONITOR_PLURAL):
         res = kube.apply(builders.build_pod_monitor(owner, spec), uid)

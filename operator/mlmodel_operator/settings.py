@@ -82,7 +82,7 @@ class OperatorSettings(BaseSettings):
     )
 
     scrape_namespaces: str = Field(
-        default="monitoring",
+        default="monitoring", pattern=r"^[a-z0-9-]*(\s*,\s*[a-z0-9-]+)*\s*$",
         description="comma-separated namespaces whose pods may scrape every runtime's "
         "/metrics through its NetworkPolicy (Prometheus' namespace; empty: none)",
     )

@@ -291,7 +291,15 @@ class LabelRequirement(_Strict):
 
 
 class LabelSelector(_Strict):
-    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchLabels: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("matchLabels")
+    @classmethod
+    def _label_values(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if len(value) > 63:
+                raise ValueError(f"label value of {key} is longer than 63 characters")
+        return v
     matchExpressions: list[LabelRequirement] = Field(default_factory=list, max_length=32)
 
     def manifest(self) -> dict[str, Any]:
@@ -307,18 +315,32 @@ class LabelSelector(_Strict):
         return out
 
 
+def _network(v: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a CIDR such as 10.0.0.0/8") from None
+
+
 class IPBlock(_Strict):
-    cidr: str = Field(min_length=9, max_length=49)
+    cidr: str = Field(min_length=1, max_length=49)
     except_: list[str] = Field(default_factory=list, alias="except", max_length=32)
 
     @field_validator("cidr")
     @classmethod
     def _cidr(cls, v: str) -> str:
-        try:
-            ipaddress.ip_network(v, strict=False)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a CIDR such as 10.0.0.0/8") from None
+        _network(v)
         return v
+
+    @model_validator(mode="after")
+    def _except_inside(self) -> IPBlock:
+        # The API server refuses the NetworkPolicy otherwise: caught here, before any pod
+        block = _network(self.cidr)
+        for e in self.except_:
+            net = _network(e)
+            if net.version != block.version or not net.subnet_of(block):  # type: ignore[arg-type]
+                raise ValueError(f"except {e!r} is not inside cidr {self.cidr!r}")
+        return self
 
 
 class Peer(_Strict):
