@@ -94,7 +94,8 @@ class _Config:
         # an argument overrides both environment variables (a token= beats a token file
         # from the environment, and the other way round)
         if token is None and token_file is None:
-            token, token_file = s.remote_inference_token, s.remote_inference_token_file
+            secret, token_file = s.remote_inference_token, s.remote_inference_token_file
+            token = secret.get_secret_value() if secret is not None else None
         self.ca_file = ca_file if ca_file is not None else s.remote_inference_ca_file
         self.tokens = (TokenSource(token, token_file)
                        if self.remote and (token is not None or token_file is not None)
@@ -106,6 +107,15 @@ class _Config:
     def local_models(self, threads: int | None) -> LocalModels:
         return LocalModels(self.models_dir, allow_unsafe=self.allow_unsafe, threads=threads,
                            max_body_bytes=self.max_body_bytes)
+
+
+def _describe(client: Any, transport: Any) -> str:
+    """A client's repr: its mode, URL and whether a token is sent, never the token."""
+    name = type(client).__name__
+    if transport is None:
+        return f"{name}(mode='local')"
+    token = "none" if transport.tokens is None else repr(transport.tokens)
+    return f"{name}(mode='remote', url={client.url!r}, token={token})"
 
 
 class InferenceClient:
@@ -227,6 +237,9 @@ class InferenceClient:
             self._remote.close()
         if self._grpc is not None:
             self._grpc.close()
+
+    def __repr__(self) -> str:
+        return _describe(self, self._remote or self._grpc)
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -362,6 +375,9 @@ class AsyncInferenceClient:
             await self._remote.aclose()
         if self._grpc is not None:
             await self._grpc.aclose()
+
+    def __repr__(self) -> str:
+        return _describe(self, self._remote or self._grpc)
 
     async def __aenter__(self) -> AsyncInferenceClient:
         return self

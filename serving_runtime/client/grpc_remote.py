@@ -9,9 +9,12 @@ round trip this client measured (the protocol carries no server time); `health()
 UNAVAILABLE (a refused or broken connection, a shed or loading server) is retried up to
 the policy's attempts, nothing else; a deadline is never retried.
 
-`grpcs://host:port` (or a `ca_file`) speaks TLS, verified against `ca_file` or the system
-roots; a token (`TokenSource`) travels as `authorization: Bearer <token>` metadata, and
-UNAUTHENTICATED raises AuthenticationError, never retried.
+`grpcs://host:port` speaks TLS, verified against `ca_file` or the system roots (a
+`ca_file` with grpc:// is a ValueError, as with http://); a token (`TokenSource`) travels
+as `authorization: Bearer <token>` metadata, and UNAUTHENTICATED raises
+AuthenticationError, never retried. A certificate that does not verify (grpc reports it as
+UNAVAILABLE, with the handshake's reason in the details) raises TLSVerificationError, never
+retried, as over REST.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from .errors import (
     InferenceTimeoutError,
     ServerError,
     ServiceUnavailableError,
+    TLSVerificationError,
     error_for_status,
 )
-from .remote import TokenSource, authentication_error
+from .remote import TokenSource, authentication_error, check_url_security
 from .retry import RetryPolicy
 
 SCHEME = "grpc://"
@@ -71,8 +75,10 @@ def target_of(url: str) -> str:
 
 
 def channel_credentials(url: str, ca_file: str | Path | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials for a grpcs:// URL or a given CA file; None: plaintext."""
-    if ca_file is None and not url.startswith(TLS_SCHEME):
+    """TLS credentials for a grpcs:// URL; None: plaintext (grpc://, where a CA file is
+    a ValueError)."""
+    if not url.startswith(TLS_SCHEME):
+        check_url_security(url, None, ca_file)
         return None
     roots = Path(ca_file).read_bytes() if ca_file is not None else None
     return grpc.ssl_channel_credentials(root_certificates=roots)
@@ -167,6 +173,20 @@ def explain_result(resp: Any, correlation_id: str, seconds: float) -> ExplainRes
             "latency_ms": seconds * 1000.0}
 
 
+#: what grpc's details say when the handshake failed on the server's certificate ("Tls
+#: (or Ssl) handshake failed (TSI_PROTOCOL_FAILURE): ... CERTIFICATE_VERIFY_FAILED:
+#: certificate has expired", "Peer name x is not in peer certificate"); lower case. A
+#: handshake cut short otherwise (a pod going away mid-handshake) stays retryable.
+_TLS_FAILURE_MARKS = ("certificate_verify_failed", "certificate verify failed",
+                      "not in peer certificate")
+
+
+def tls_failure(details: str) -> bool:
+    """Whether an UNAVAILABLE's details say the server's certificate did not verify."""
+    text = details.lower()
+    return any(mark in text for mark in _TLS_FAILURE_MARKS)
+
+
 class _Retry(Exception):
     def __init__(self, delay: float) -> None:
         self.delay = delay
@@ -178,6 +198,12 @@ def _raise(policy: RetryPolicy, attempt: int, where: str, timeout: float,
     details = exc.details() or code.name
     if code == grpc.StatusCode.UNAUTHENTICATED:  # never retried: the same token again
         raise authentication_error(details, sent_token, where, correlation_id) from exc
+    if code == grpc.StatusCode.UNAVAILABLE and tls_failure(details):
+        # a handshake that failed on the certificate: retrying cannot fix it
+        raise TLSVerificationError(
+            f"{where}: the server's TLS certificate did not verify: {details} (ca_file / "
+            f"REMOTE_INFERENCE_CA_FILE names the CA to trust)",
+            correlation_id=correlation_id) from exc
     if code == grpc.StatusCode.UNAVAILABLE:
         if attempt + 1 < policy.attempts:
             raise _Retry(policy.delay(attempt)) from exc
@@ -214,6 +240,7 @@ class GrpcTransport:
                  tokens: TokenSource | None = None,
                  ca_file: str | Path | None = None) -> None:
         self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
+        check_url_security(url, tokens, ca_file)
         creds = channel_credentials(url, ca_file)
         self._channel = (grpc.insecure_channel(target_of(url), options=_OPTIONS)
                          if creds is None else
@@ -268,6 +295,7 @@ class AsyncGrpcTransport:
                  tokens: TokenSource | None = None,
                  ca_file: str | Path | None = None) -> None:
         self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
+        check_url_security(url, tokens, ca_file)
         creds = channel_credentials(url, ca_file)
         self._channel = (aio.insecure_channel(target_of(url), options=_OPTIONS)
                          if creds is None else
@@ -317,4 +345,4 @@ class AsyncGrpcTransport:
 
 __all__ = ["SCHEME", "TLS_SCHEME", "AsyncGrpcTransport", "GrpcTransport",
            "channel_credentials", "explain_result", "infer_request", "is_grpc_url",
-           "predict_result", "target_of", "wanted_outputs"]
+           "predict_result", "target_of", "tls_failure", "wanted_outputs"]

@@ -11,23 +11,29 @@ A runtime with AUTH_TOKENS_DIR wants `Authorization: Bearer <token>`: `TokenSour
 it from a string or a file (re-read when the file changes, so a rotated mounted Secret is
 picked up without a restart); a 401 raises AuthenticationError, never retried. An https://
 URL is verified against the system CAs, or against `ca_file` when given; a certificate
-that does not verify raises TLSVerificationError, never retried either.
+that does not verify raises TLSVerificationError, never retried either. A `ca_file` with
+a plaintext URL (http://, grpc://) is a ValueError: it would verify nothing while the
+token travels in clear. A token sent over http:// (grpc://) to a host that is not
+loopback logs one warning per host (in-cluster plaintext behind a NetworkPolicy is a
+legitimate choice, so not an error).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import ipaddress
+import logging
 import ssl
 import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import orjson
 
+from serving_runtime.files import Stamp, file_stamp
 from serving_runtime.models.inference import valid_correlation_id
 
 from .errors import (
@@ -70,7 +76,7 @@ class TokenSource:
         self.file = Path(token_file) if token_file is not None else None
         self.check_seconds = check_seconds
         self._token = token.strip() if token is not None else None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: Stamp | None = None
         self._next_check = 0.0
         self._lock = threading.Lock()
         if self.file is not None:
@@ -78,12 +84,12 @@ class TokenSource:
 
     def _read(self) -> None:
         assert self.file is not None
-        st = os.stat(self.file)
+        stamp = file_stamp(self.file)
         token = self.file.read_text().strip()
         if not token:
             raise ValueError(f"the token file {self.file} is empty")
         self._token = token
-        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._stamp = stamp
 
     def token(self) -> str | None:
         if self.file is None:
@@ -93,8 +99,7 @@ class TokenSource:
             with self._lock:
                 self._next_check = now + self.check_seconds
                 try:
-                    st = os.stat(self.file)
-                    if (st.st_ino, st.st_size, st.st_mtime_ns) != self._stamp:
+                    if file_stamp(self.file) != self._stamp:
                         self._read()
                 except (OSError, ValueError):
                     pass  # mid-rotation (missing or empty for a moment): keep the last one
@@ -106,6 +111,49 @@ class TokenSource:
 
     def __repr__(self) -> str:  # never the token itself
         return f"TokenSource(file={self.file})" if self.file else "TokenSource(<token>)"
+
+
+log = logging.getLogger("serving_runtime.client")
+
+#: plaintext scheme -> its TLS counterpart
+_SECURE_SCHEME = {"http": "https", "grpc": "grpcs"}
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_warned_plaintext: set[str] = set()
+
+
+def is_loopback(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url_security(url: str, tokens: TokenSource | None,
+                       ca_file: str | Path | None) -> None:
+    """ValueError for a CA file with a plaintext URL (it would verify nothing); one
+    warning per host (per process) for a token sent in clear to a host off loopback."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    secure = _SECURE_SCHEME.get(scheme)
+    if secure is None:
+        return
+    if ca_file is not None:
+        raise ValueError(f"ca_file given but the URL is {scheme}://; use {secure}:// "
+                         f"(a CA file verifies a TLS server, and {scheme}:// is not TLS)")
+    host = parts.hostname or ""
+    if tokens is None or is_loopback(host):
+        return
+    where = f"{scheme}://{parts.netloc.rpartition('@')[2]}"
+    if where in _warned_plaintext:
+        return
+    _warned_plaintext.add(where)
+    log.warning("a bearer token is sent over plain %s to %s: anyone on the network path "
+                "can read it; use %s:// unless the path is otherwise protected (e.g. "
+                "in-cluster behind a NetworkPolicy)", f"{scheme}://", where, secure,
+                extra={"url": where})
 
 
 def tls_context(ca_file: str | Path | None) -> ssl.SSLContext | bool:
@@ -260,6 +308,7 @@ class RemoteTransport:
         self.timeout = timeout
         self.policy = policy
         self.tokens = tokens
+        check_url_security(self.url, tokens, ca_file)
         self._http = httpx.Client(**_client_options(self.url, timeout, max_connections,
                                                     transport, ca_file))
 
@@ -309,6 +358,7 @@ class AsyncRemoteTransport:
         self.timeout = timeout
         self.policy = policy
         self.tokens = tokens
+        check_url_security(self.url, tokens, ca_file)
         self._http = httpx.AsyncClient(**_client_options(self.url, timeout, max_connections,
                                                          transport, ca_file))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,8 +20,9 @@ class ClientSettings(BaseSettings):
     remote_inference_timeout: float = 30.0
     # the runtime's AUTH_TOKENS_DIR and TLS (docs/client.md): a bearer token, or a file
     # holding one (re-read when it changes: a mounted Secret rotates in place), and the
-    # CA that signed the runtime's certificate (https:// and grpcs:// URLs)
-    remote_inference_token: str | None = None
+    # CA that signed the runtime's certificate (https:// and grpcs:// URLs). The token is
+    # a SecretStr: a repr or str of the settings shows "**********", never the value.
+    remote_inference_token: SecretStr | None = None
     remote_inference_token_file: Path | None = None
     remote_inference_ca_file: Path | None = None
     models_dir: Path = Path("/app/models")

@@ -99,20 +99,32 @@ class CorrelationIdMiddleware:
 class AuthMiddleware:
     """Every FastAPI route but the open ones (AUTH_HEALTH, AUTH_METRICS) needs a bearer
     token (server/auth.py). Inside CorrelationIdMiddleware, so a 401 has the request's id;
-    the hot routes are checked by the hot-path layer before they get here."""
+    the hot routes are checked by the hot-path layer before they get here. A WebSocket
+    (the runtime has no such route today; one added later must not be open) without an
+    accepted token is closed before it is accepted, code 1008 (policy violation): the
+    server answers the upgrade with 403."""
 
     def __init__(self, app: ASGIApp, authenticator: auth.Authenticator) -> None:
         self.app = app
         self.auth = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.auth.protects(scope["path"]):
+        kind = scope["type"]
+        if kind in ("http", "websocket") and self.auth.protects(scope["path"]):
             failure = self.auth.check_asgi(scope["headers"])
             if failure is not None:
+                if kind == "websocket":
+                    await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION,
+                                "reason": auth.MESSAGE[failure]})
+                    return
                 cid = scope.get(CORRELATION_SCOPE_KEY) or new_correlation_id()
                 await send_unauthorized(send, failure, scope["path"], cid)
                 return
         await self.app(scope, receive, send)
+
+
+#: the WebSocket close code of a refused token (RFC 6455 section 7.4.1)
+WS_POLICY_VIOLATION = 1008
 
 
 def request_cid(request: Request) -> str:

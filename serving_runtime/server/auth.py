@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
+from serving_runtime.files import file_stamp
+
 log = logging.getLogger("serving_runtime.server.auth")
 
 REALM = "n1v1"
@@ -64,20 +66,18 @@ class TokenDirError(ValueError):
 
 def _signature(directory: Path) -> tuple[object, ...]:
     """What changes when a token file is added, removed, replaced or rewritten: the
-    directory's own mtime (new/removed entries, the kubelet's `..data` swap) and each
-    candidate file's identity, size and mtime (following symlinks: a Secret's key is a
+    directory's own stamp (new/removed entries, the kubelet's `..data` swap) and each
+    candidate file's (serving_runtime/files.py; following symlinks: a Secret's key is a
     symlink into the `..data` directory)."""
-    st = directory.stat()
-    entries: list[tuple[object, ...]] = [(st.st_mtime_ns, st.st_ino)]
+    entries: list[tuple[object, ...]] = [("", file_stamp(directory))]
     with os.scandir(directory) as it:
         for entry in it:
             if entry.name.startswith("."):
                 continue
             try:
-                s = entry.stat()  # follows symlinks
+                entries.append((entry.name, file_stamp(entry.path)))
             except OSError:
                 continue
-            entries.append((entry.name, s.st_ino, s.st_size, s.st_mtime_ns, s.st_mode))
     return tuple(sorted(entries, key=repr))
 
 

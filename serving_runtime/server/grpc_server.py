@@ -11,9 +11,12 @@ answer's in the trailing metadata); a challenger version is pinned with `x-model
 
 AUTH_TOKENS_DIR: every RPC needs `authorization: Bearer <token>` metadata (else
 UNAUTHENTICATED; ServerLive and ServerReady follow AUTH_HEALTH), checked by an interceptor
-with the HTTP port's Authenticator. TLS_CERT_FILE/TLS_KEY_FILE: the port serves TLS with
-the same pair; grpc's dynamic credentials ask for the pair at each new handshake, so a
-rotated certificate is served without a restart, as on the HTTP port.
+with the HTTP port's Authenticator (`start` takes it as a required argument and refuses
+None when AUTH_TOKENS_DIR is set: the port cannot end up open by omission).
+TLS_CERT_FILE/TLS_KEY_FILE: the port serves TLS with the same pair, watched by its own
+`tls.PemPair` (PEM bytes only: grpc builds its own TLS state from them); grpc's dynamic
+credentials ask for the pair at each new handshake, so a rotated certificate is served
+without a restart, as on the HTTP port.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         return await continuation(handler_call_details)
 
 
-def server_credentials(tls: tls_mod.ReloadingTLS) -> grpc.ServerCredentials:
+def server_credentials(tls: tls_mod.PemPair) -> grpc.ServerCredentials:
     """TLS credentials that follow `tls`'s reloads: grpc calls the fetcher at each new
     handshake, and it hands over the pair only when a reload brought a new one."""
     served = [tls.generation]
@@ -189,12 +192,16 @@ def listen_address(host: str, port: int) -> str:
 
 
 async def start(settings: Settings, control: ControlHandlers, overload: Any = None, *,
-                authenticator: auth.Authenticator | None = None) -> aio.Server | None:
+                authenticator: auth.Authenticator | None) -> aio.Server | None:
     """The started gRPC server, or None when GRPC_PORT is 0. Raises RuntimeError naming
-    the address when the port cannot be bound. `authenticator` (AUTH_TOKENS_DIR) guards
-    every RPC; TLS_CERT_FILE/TLS_KEY_FILE make the port a TLS one."""
+    the address when the port cannot be bound. `authenticator` (the app's, from
+    AUTH_TOKENS_DIR; required, None only without AUTH_TOKENS_DIR: ValueError otherwise)
+    guards every RPC; TLS_CERT_FILE/TLS_KEY_FILE make the port a TLS one."""
     if settings.grpc_port == 0:
         return None
+    if authenticator is None and settings.auth_tokens_dir is not None:
+        raise ValueError("gRPC: AUTH_TOKENS_DIR is set but no authenticator was given; "
+                         "the port would serve without authentication")
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
@@ -207,8 +214,8 @@ async def start(settings: Settings, control: ControlHandlers, overload: Any = No
     server = aio.server(options=options, interceptors=interceptors)
     server.add_generic_rpc_handlers((_handlers(InferenceService(control, overload)),))
     address = listen_address(settings.host, settings.grpc_port)
-    # its own ReloadingTLS (the HTTP port's lives in the uvicorn server); same files
-    tls = tls_mod.from_settings(settings)
+    # its own watcher of the pair (the HTTP port's lives in the uvicorn server)
+    tls = tls_mod.pem_pair(settings)
     try:
         if tls is None:
             server.add_insecure_port(address)

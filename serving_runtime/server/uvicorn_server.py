@@ -81,7 +81,8 @@ class DrainingServer(uvicorn.Server):
     async def startup(self, sockets: list[Any] | None = None) -> None:
         if self.tls is not None:
             # our context instead of uvicorn's (which it builds only from ssl_certfile and
-            # never reloads): create_server gets it, and the reloads change it in place
+            # never reloads): create_server gets it, and its sni_callback moves each new
+            # handshake to the newest reloaded context (server/tls.py)
             self.config.ssl = self.tls.context
             log.info("serving HTTPS", extra={"cert_file": str(self.tls.cert),
                                              "minimum_tls": "1.2"})

@@ -216,3 +216,27 @@ def test_auth_secret_names_must_be_dns_names(field):
 def test_the_user_may_not_set_the_auth_env_the_operator_owns(var):
     with pytest.raises(SpecError, match=f"may not set {var}"):
         spec(env=[{"name": var, "value": "x"}])
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ({"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}, "is not inside cidr"),
+    ({"cidr": "10.0.0.0/8", "except": ["fd00::/64"]}, "is not inside cidr"),
+    ({"cidr": "10.0.0.0/8", "except": ["10.0.0.0/33"]}, "is not a CIDR"),
+])
+def test_ip_block_exceptions_must_lie_inside_the_block(block, message):
+    # the API server refuses such a NetworkPolicy: refused in the spec, before any pod runs
+    with pytest.raises(SpecError, match=message):
+        spec(networkPolicy={"allowedFrom": [{"ipBlock": block}]})
+
+
+def test_ipv6_blocks_are_accepted():
+    pol = policy(networkPolicy={"allowedFrom": [{"ipBlock": {"cidr": "::/0"}},
+                                                {"ipBlock": {"cidr": "fd00::/8",
+                                                             "except": ["fd00::/64"]}}]})
+    assert pol["spec"]["ingress"][0]["from"][0] == {"ipBlock": {"cidr": "::/0"}}
+
+
+def test_a_bad_scrape_namespace_setting_is_refused(monkeypatch):
+    monkeypatch.setenv("OPERATOR_SCRAPE_NAMESPACES", "Monitoring;rm")
+    with pytest.raises(ValueError, match="scrape_namespaces"):
+        OperatorSettings()

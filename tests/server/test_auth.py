@@ -4,6 +4,7 @@ mounted Kubernetes Secret, real model files."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import socket
@@ -27,6 +28,7 @@ from tests.support.auth_support import (
     wait_until,
 )
 from tests.support.metrics_text import metric_sum
+from tests.support.runtime_helpers import free_port
 
 TOKEN = "s3cr3t-token-Alpha-0123456789"
 SECOND = "another-token-Beta-9876543210"
@@ -300,3 +302,93 @@ def test_bearer_header_parsing() -> None:
     assert auth.bearer_token("BEARER  abc ") == b"abc"
     for bad in (None, b"", b"Bearer", b"Bearer ", b"Basic abc", b"abc", b"Bearer a b"):
         assert auth.bearer_token(bad) is None, bad
+
+
+# --- a WebSocket (app.py AuthMiddleware), and the gRPC port's authenticator ---
+
+def _websocket(tokens: Path, authorization: str | None, path: str = "/ws"
+               ) -> tuple[list[dict], bool]:
+    """What AuthMiddleware sends for a WebSocket handshake, and whether the app behind it
+    was reached."""
+    from serving_runtime.server.app import AuthMiddleware
+
+    reached: list[bool] = []
+
+    async def inner(scope: object, receive: object, send: object) -> None:
+        reached.append(True)
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    headers = [(b"authorization", authorization.encode())] if authorization else []
+    scope = {"type": "websocket", "path": path, "headers": headers}
+    authn = auth.Authenticator(auth.TokenStore(tokens))
+    asyncio.run(AuthMiddleware(inner, authn)(scope, receive, send))  # type: ignore[arg-type]
+    return sent, bool(reached)
+
+
+@pytest.mark.parametrize("authorization", [None, f"Bearer {WRONG}", f"Basic {TOKEN}"])
+def test_a_websocket_without_an_accepted_token_is_closed_before_accept(
+        tmp_path: Path, authorization: str | None) -> None:
+    from serving_runtime.server.app import WS_POLICY_VIOLATION
+
+    sent, reached = _websocket(secret_dir(tmp_path / "t", {"k": TOKEN}), authorization)
+    assert not reached
+    assert [m["type"] for m in sent] == ["websocket.close"], sent
+    assert sent[0]["code"] == WS_POLICY_VIOLATION == 1008
+    assert TOKEN not in repr(sent) and WRONG not in repr(sent)
+
+
+def test_a_websocket_with_the_token_or_on_an_open_path_passes(tmp_path: Path) -> None:
+    tokens = secret_dir(tmp_path / "t", {"k": TOKEN})
+    assert _websocket(tokens, f"Bearer {TOKEN}") == ([], True)
+    assert _websocket(tokens, None, path="/health") == ([], True)  # AUTH_HEALTH=open
+
+
+def test_the_grpc_server_cannot_start_without_the_authenticator(tmp_path: Path) -> None:
+    import inspect
+
+    from serving_runtime.server import grpc_server
+    from serving_runtime.server.settings import Settings
+
+    param = inspect.signature(grpc_server.start).parameters["authenticator"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY
+    assert param.default is inspect.Parameter.empty  # no default: never forgotten
+    tokens = secret_dir(tmp_path / "tokens", {"k": TOKEN})
+    settings = Settings(models_dir=tmp_path, grpc_port=free_port(), auth_tokens_dir=tokens)
+    with pytest.raises(ValueError, match="AUTH_TOKENS_DIR is set but no authenticator"):
+        asyncio.run(grpc_server.start(settings, None, authenticator=None))  # type: ignore[arg-type]
+
+
+def test_grpc_without_tls_refuses_a_call_without_the_token(tmp_path: Path) -> None:
+    """The runtime started the normal way (`python -m serving_runtime`, AUTH_TOKENS_DIR):
+    its gRPC port checks the token as its HTTP port does."""
+    import grpc
+
+    from serving_runtime import grpc_protocol as pb
+
+    small_model(tmp_path / "models")
+    tokens = secret_dir(tmp_path / "tokens", {"k": TOKEN})
+    srv = SecureServer(tmp_path / "models", token=TOKEN, grpc=True,
+                       log_path=tmp_path / "server.log", env={"AUTH_TOKENS_DIR": str(tokens)})
+    try:
+        srv.wait_ready()
+        assert srv.grpc_address is not None
+        with grpc.insecure_channel(srv.grpc_address) as channel:
+            meta = channel.unary_unary(
+                f"/{pb.SERVICE}/ModelMetadata",
+                request_serializer=pb.ModelMetadataRequest.SerializeToString,
+                response_deserializer=pb.ModelMetadataResponse.FromString)
+            with pytest.raises(grpc.RpcError) as err:
+                meta(pb.ModelMetadataRequest(name="m"), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            got = meta(pb.ModelMetadataRequest(name="m"), timeout=10,
+                       metadata=(("authorization", f"Bearer {TOKEN}"),))
+            assert got.name == "m"
+    finally:
+        srv.stop()

@@ -4,8 +4,14 @@ without a restart, the settings' refusals, and the gRPC port over TLS with a tok
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import ssl
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,8 +125,28 @@ def test_a_rotated_certificate_is_served_without_a_restart(tls_server, pki) -> N
                       timeout=10)
     assert took < 6, took
     assert int(peer_certificate(srv.port, ca)["serialNumber"], 16) == serial
+    # another key type (EC -> RSA): OpenSSL keeps one certificate per key type in a
+    # context, so loading into the served one would keep showing the EC certificate
+    issue(ca, cert, key, cn="runtime-rsa", key_type="rsa")
+    wait_until(lambda: common_name(peer_certificate(srv.port, ca)) == "runtime-rsa",
+               timeout=10)
+    assert _public_key_type(srv.port, ca) == "RSA"
     assert srv.proc.pid == pid and srv.proc.poll() is None  # no restart
     assert srv.client.get("/v2/health/ready").status_code == 200
+
+
+def _public_key_type(port: int, ca: CA, server_name: str = "127.0.0.1") -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ctx = client_context(ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=server_name) as conn:
+        der = conn.getpeercert(binary_form=True)
+    assert der is not None
+    key = x509.load_der_x509_certificate(der).public_key()
+    return "RSA" if isinstance(key, rsa.RSAPublicKey) else \
+        "EC" if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
 
 
 def test_an_expired_certificate_fails_the_clients_verification(tmp_path: Path) -> None:
@@ -267,3 +293,144 @@ def _grpc_common_name(port: int, ca: CA) -> str:
         return ""
     assert cert is not None
     return common_name(cert)
+
+
+# --- the reloaders alone (server/tls.py), in this process ---
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def _asyncio_tls_listener(ctx: ssl.SSLContext) -> Iterator[int]:
+    """An asyncio TLS server with `ctx` (as uvicorn's: SSLObject, not SSLSocket) on a
+    thread; its port."""
+    loop = asyncio.new_event_loop()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def _served(port: int, ca: CA, server_name: str) -> tuple[str, str]:
+    """(common name, key type) of the certificate a new handshake shows; server_name
+    127.0.0.1 sends no SNI (Python sends none for an IP address), localhost sends it."""
+    ctx = client_context(ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=server_name) as conn:
+        cert = conn.getpeercert()
+    assert cert is not None
+    return common_name(cert), _public_key_type(port, ca, server_name)
+
+
+@pytest.mark.parametrize("server_name", ["127.0.0.1", "localhost"])
+def test_a_reload_moves_new_handshakes_to_a_fresh_context(tmp_path: Path, server_name: str
+                                                          ) -> None:
+    ca = make_ca(tmp_path / "ca")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    issue(ca, cert, key, cn="runtime-ec")
+    clock = _Clock()
+    tls = tls_mod.ReloadingTLS(cert, key, clock=clock)
+    with _asyncio_tls_listener(tls.context) as port:
+        assert _served(port, ca, server_name) == ("runtime-ec", "EC")
+        for cn, key_type in (("runtime-rsa", "rsa"), ("runtime-ec-2", "ec"),
+                             ("runtime-rsa-2", "rsa")):
+            time.sleep(0.02)  # a new mtime even on a coarse file-system clock
+            issue(ca, cert, key, cn=cn, key_type=key_type)  # type: ignore[arg-type]
+            clock.now += tls_mod.RELOAD_CHECK_SECONDS
+            assert tls.maybe_reload()
+            assert tls.current is not tls.context
+            assert tls.current.minimum_version == ssl.TLSVersion.TLSv1_2
+            assert _served(port, ca, server_name) == (cn, key_type.upper())
+    assert tls.generation == 3
+    assert tls.context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def _forbid_temporary_files(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Make every tempfile helper fail and record each load_cert_chain's paths."""
+    def forbidden(*args: object, **kw: object) -> None:
+        raise AssertionError("the TLS key must not be copied to a temporary file")
+
+    for name in ("TemporaryDirectory", "NamedTemporaryFile", "mkstemp", "mkdtemp",
+                 "TemporaryFile", "SpooledTemporaryFile"):
+        monkeypatch.setattr(tempfile, name, forbidden)
+    calls: list[tuple[str, str]] = []
+    original = ssl.SSLContext.load_cert_chain
+
+    def recording(self: ssl.SSLContext, certfile: object, keyfile: object = None,
+                  password: object = None) -> None:
+        calls.append((str(certfile), str(keyfile)))
+        original(self, certfile, keyfile, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", recording)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["http", "grpc"])
+def test_the_key_is_loaded_from_its_own_path_only(tmp_path: Path, pki, kind: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    ca, cert, key = pki
+    calls = _forbid_temporary_files(monkeypatch)
+    clock = _Clock()
+    cls = tls_mod.ReloadingTLS if kind == "http" else tls_mod.PemPair
+    pair = cls(cert, key, clock=clock)
+    time.sleep(0.02)
+    issue(ca, cert, key, cn="runtime-b")
+    clock.now += tls_mod.RELOAD_CHECK_SECONDS
+    assert pair.maybe_reload()
+    assert calls and set(calls) == {(str(cert), str(key))}, calls
+    if isinstance(pair, tls_mod.PemPair):  # grpc gets the bytes; it has no SSLContext
+        assert pair.pem == (cert.read_bytes(), key.read_bytes())
+        assert not hasattr(pair, "context")
+
+
+def test_a_pair_that_changes_while_loading_is_loaded_again(
+        tmp_path: Path, pki, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    ca, cert, key = pki
+    clock = _Clock()
+    tls = tls_mod.ReloadingTLS(cert, key, clock=clock)
+    original = ssl.SSLContext.load_cert_chain
+    rotations = iter(["runtime-c"])  # one rotation lands during the first load
+
+    def rotating(self: ssl.SSLContext, certfile: object, keyfile: object = None,
+                 password: object = None) -> None:
+        original(self, certfile, keyfile, password)  # type: ignore[arg-type]
+        cn = next(rotations, None)
+        if cn is not None:
+            time.sleep(0.02)
+            issue(ca, cert, key, cn=cn)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", rotating)
+    time.sleep(0.02)
+    issue(ca, cert, key, cn="runtime-b")
+    clock.now += tls_mod.RELOAD_CHECK_SECONDS
+    assert tls.maybe_reload()
+    with _asyncio_tls_listener(tls.context) as port:
+        # runtime-b was loaded while its files were replaced: the second load, runtime-c
+        assert _served(port, ca, "127.0.0.1")[0] == "runtime-c"
+        # files that keep changing: the old pair stays
+        rotations = iter([f"runtime-x{i}" for i in range(tls_mod.LOAD_ATTEMPTS)])
+        time.sleep(0.02)
+        issue(ca, cert, key, cn="runtime-d")
+        clock.now += tls_mod.RELOAD_CHECK_SECONDS
+        with caplog.at_level(logging.WARNING, logger="serving_runtime.server.tls"):
+            assert not tls.maybe_reload()
+        assert "do not load" in caplog.text
+        assert _served(port, ca, "127.0.0.1")[0] == "runtime-c"
+    assert tls.generation == 1

@@ -1,102 +1,31 @@
 """Helpers of the authentication and TLS tests (tests/server/test_auth.py, test_tls.py,
 tests/client/test_auth_client.py): a private CA issuing server certificates for
-127.0.0.1, token directories laid out as a mounted Kubernetes Secret, a small model, and a
-runtime server reached over https and/or with a token."""
+127.0.0.1 (tests/support/tls_support.py, re-exported here), token directories laid out as
+a mounted Kubernetes Secret, a small model, and a runtime server reached over https
+and/or with a token."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
-import numpy as np
 
+from tests.support.raw_http import small_forest
 from tests.support.runtime_helpers import REPO, RuntimeServer, free_port
+from tests.support.tls_support import CA, KeyType, issue, make_ca
+
+__all__ = ["CA", "INVALID_CHALLENGE", "REALM_CHALLENGE", "ROW", "KeyType", "SecureServer",
+           "bearer", "client_context", "common_name", "issue", "make_ca", "peer_certificate",
+           "rotate_secret", "run_to_exit", "secret_dir", "small_model", "wait_until"]
 
 REALM_CHALLENGE = 'Bearer realm="n1v1"'
 INVALID_CHALLENGE = 'Bearer realm="n1v1", error="invalid_token"'
-
-
-@dataclass
-class CA:
-    cert_pem: bytes
-    key: object  # an EC private key
-    path: Path  # the CA certificate's PEM file (what clients trust)
-
-
-def make_ca(tmp: Path, name: str = "n1v1 test CA") -> CA:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                     crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False,
-                                     decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / "ca.pem"
-    path.write_bytes(pem)
-    return CA(pem, key, path)
-
-
-def issue(ca: CA, cert_path: Path, key_path: Path, *, cn: str = "runtime-a",
-          expired: bool = False, ips: Sequence[str] = ("127.0.0.1",),
-          dns: Sequence[str] = ("localhost",)) -> int:
-    """A server certificate for `ips` and `dns` names signed by `ca`, written to the two
-    paths (the certificate file last, as a rotation would); its serial number."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    if expired:
-        start, end = now - datetime.timedelta(days=3), now - datetime.timedelta(days=1)
-    else:
-        start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(hours=2)
-    serial = x509.random_serial_number()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(serial)
-        .not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(
-            [*(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
-             *(x509.DNSName(name) for name in dns)]),
-            critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .sign(ca.key, hashes.SHA256())  # type: ignore[arg-type]
-    )
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return serial
 
 
 def client_context(ca: CA) -> ssl.SSLContext:
@@ -151,17 +80,9 @@ def rotate_secret(root: Path, tokens: dict[str, str]) -> None:
         (root / old).rmdir()
 
 
-def small_model(models_dir: Path, name: str = "m") -> object:
-    """A 5-tree random forest on 3 features, saved as `models_dir/name`."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    from serving_runtime import save_model
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 3))
-    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, X[:, 0] > 0)
-    save_model(model, models_dir / name, version="1")
-    return model
+def small_model(models_dir: Path, name: str = "m") -> Any:
+    """A 5-tree random forest on f0..f2, saved as `models_dir/name` (raw_http's helper)."""
+    return small_forest(models_dir, name, n_features=3, n_estimators=5)
 
 
 ROW = {"f0": [1.5], "f1": [0.0], "f2": [0.0]}

@@ -13,21 +13,31 @@ import select
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 ROW = {"f0": [0.1], "f1": [-0.3], "f2": [1.2], "f3": [0.0]}
 PREDICT = {"model_name": "m1", "features": ROW}
 
 
-def small_models(root: Path) -> Path:
-    """`root/m1`: a 10-tree forest over f0..f3 (what these tests predict with)."""
+def small_forest(root: Path, name: str = "m1", *, n_features: int = 4,
+                 n_estimators: int = 10) -> Any:
+    """`root/name`: a forest of `n_estimators` trees over f0..f<n_features - 1>, saved as
+    version 1; the fitted estimator (what a test compares the server's answers with)."""
     from sklearn.datasets import make_classification
     from sklearn.ensemble import RandomForestClassifier
 
     from serving_runtime import save_model
 
-    X, y = make_classification(n_samples=300, n_features=4, random_state=0)
-    est = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
-    save_model(est, root / "m1", version="1", sample=X[:5])
+    X, y = make_classification(n_samples=300, n_features=n_features,
+                               n_redundant=min(2, n_features - 2), random_state=0)
+    est = RandomForestClassifier(n_estimators=n_estimators, random_state=0).fit(X, y)
+    save_model(est, root / name, version="1", sample=X[:5])
+    return est
+
+
+def small_models(root: Path) -> Path:
+    """`root/m1`: a 10-tree forest over f0..f3 (what these tests predict with)."""
+    small_forest(root)
     return root
 
 
