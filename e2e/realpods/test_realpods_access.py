@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import time
 
 from e2e.helpers import wait_for
@@ -120,7 +121,7 @@ def test_token_and_tls_through_the_operator_with_a_rotation_and_no_restart(
     data = rows(names, 20)
     want = InferenceClient(remote=False, models_dir=tmp_path / "models").predict(MODEL, data)
 
-    with httpx.Client(verify=str(ca.path), timeout=10) as http:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca.path)), timeout=10) as http:
         wait_for(lambda: http.get(f"{url}/v2/health/ready").status_code == 200, timeout=30,
                  describe="the Service answering over HTTPS")  # health stays open
         body = {"model_name": MODEL, "features": {k: v[:1] for k, v in data.items()}}
@@ -170,7 +171,7 @@ def test_token_and_tls_through_the_operator_with_a_rotation_and_no_restart(
     (after,) = realpods.list("pods", f"app.kubernetes.io/instance={MODEL}")
     assert after["metadata"]["uid"] == pod["metadata"]["uid"]
     assert after["status"]["containerStatuses"][0]["restartCount"] == 0
-    with httpx.Client(verify=str(ca.path), timeout=10) as http:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca.path)), timeout=10) as http:
         metrics = http.get(f"{url}/metrics").text  # open by default: Prometheus scrapes it
     counted = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
                if line.startswith("auth_failures_total{")}
