@@ -141,8 +141,9 @@ def check_url_security(url: str, tokens: TokenSource | None,
     if secure is None:
         return
     if ca_file is not None:
-        raise ValueError(f"ca_file given but the URL is {scheme}://; use {secure}:// "
-                         f"(a CA file verifies a TLS server, and {scheme}:// is not TLS)")
+        raise ValueError(f"ca_file (or REMOTE_INFERENCE_CA_FILE) given but the URL is "
+                         f"{scheme}://; use {secure}:// (a CA file verifies a TLS server, and "
+                         f"{scheme}:// is not TLS)")
     host = parts.hostname or ""
     if tokens is None or is_loopback(host):
         return

@@ -22,6 +22,7 @@ without a restart, as on the HTTP port.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -171,17 +172,19 @@ def server_credentials(tls: tls_mod.PemPair) -> grpc.ServerCredentials:
     """TLS credentials that follow `tls`'s reloads: grpc calls the fetcher at each new
     handshake, and it hands over the pair only when a reload brought a new one."""
     served = [tls.generation]
+    lock = threading.Lock()  # grpc may call the fetcher from several threads at once
 
     def pair_config() -> Any:
         cert, key = tls.pem
         return grpc.ssl_server_certificate_configuration([(key, cert)])
 
     def fetch() -> Any:
-        tls.maybe_reload()  # bounded: looks at the files every few seconds at most
-        if tls.generation == served[0]:
-            return None  # unchanged: grpc keeps the current pair
-        served[0] = tls.generation
-        return pair_config()
+        with lock:
+            tls.maybe_reload()  # bounded: looks at the files every few seconds at most
+            if tls.generation == served[0]:
+                return None  # unchanged: grpc keeps the current pair
+            served[0] = tls.generation
+            return pair_config()
 
     return grpc.dynamic_ssl_server_credentials(pair_config(), fetch,
                                                require_client_authentication=False)
