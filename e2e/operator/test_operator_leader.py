@@ -112,9 +112,9 @@ def test_two_replicas_one_leads_and_a_killed_leader_is_replaced_within_15s(
     by = {(e["reason"], e.get("reportingInstance")) for e in events}
     assert {i for _, i in by} <= {_instance_of(a), _instance_of(b)}
     creates = [e for e in events if e["reason"] == "Created"
-               and e["message"].startswith("Created Deployment")]
+               and "Deployment ha," in e["message"]]
     updates = [e for e in events if e["reason"] == "Updated"
-               and e["message"].startswith("Updated Deployment")]
+               and "Deployment ha" in e["message"]]
     assert [e["reportingInstance"] for e in creates] == [_instance_of(a)]
     assert [e["reportingInstance"] for e in updates] == [_instance_of(b)], updates
 

@@ -70,7 +70,8 @@ def test_children_with_owner_references_and_expected_spec(
     events = mlmodels.kubectl(
         "get", "events", "--field-selector", "involvedObject.kind=MLModel,involvedObject.name=iris"
     ).stdout
-    assert "Created Deployment iris" in events
+    # one Event per reconcile and verb, the NetworkPolicy first (written before the pods)
+    assert "Created NetworkPolicy iris, Deployment iris, Service iris" in events, events
     # Usually no PrometheusRule CRD here: then the fallback is announced.
     assert ("PrometheusRuleCRDMissing" in events) == (rules_kind == "configmap"), events
 
