@@ -75,13 +75,23 @@ def target_of(url: str) -> str:
 
 
 def channel_credentials(url: str, ca_file: str | Path | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials for a grpcs:// URL; None: plaintext (grpc://, where a CA file is
-    a ValueError)."""
+    """TLS credentials for a grpcs:// URL; None: plaintext (grpc://; check_url_security
+    has refused a CA file with it)."""
     if not url.startswith(TLS_SCHEME):
-        check_url_security(url, None, ca_file)
         return None
     roots = Path(ca_file).read_bytes() if ca_file is not None else None
     return grpc.ssl_channel_credentials(root_certificates=roots)
+
+
+def open_channel(api: Any, url: str, tokens: TokenSource | None,
+                 ca_file: str | Path | None) -> Any:
+    """A channel of `api` (grpc, or grpc.aio) to `url`: TLS for grpcs://, after the URL's
+    security check (a CA file with grpc:// is a ValueError; a token in clear warns)."""
+    check_url_security(url, tokens, ca_file)
+    creds = channel_credentials(url, ca_file)
+    if creds is None:
+        return api.insecure_channel(target_of(url), options=_OPTIONS)
+    return api.secure_channel(target_of(url), creds, options=_OPTIONS)
 
 
 def _column(values: Any) -> np.ndarray | None:
@@ -240,11 +250,7 @@ class GrpcTransport:
                  tokens: TokenSource | None = None,
                  ca_file: str | Path | None = None) -> None:
         self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
-        check_url_security(url, tokens, ca_file)
-        creds = channel_credentials(url, ca_file)
-        self._channel = (grpc.insecure_channel(target_of(url), options=_OPTIONS)
-                         if creds is None else
-                         grpc.secure_channel(target_of(url), creds, options=_OPTIONS))
+        self._channel = open_channel(grpc, url, tokens, ca_file)
         self._infer = _method(self._channel, "ModelInfer")
         self._meta = _method(self._channel, "ModelMetadata")
         self._outputs: dict[str, list[str]] = {}  # model -> outputs to ask for
@@ -295,11 +301,7 @@ class AsyncGrpcTransport:
                  tokens: TokenSource | None = None,
                  ca_file: str | Path | None = None) -> None:
         self.url, self.timeout, self.policy, self.tokens = url, timeout, policy, tokens
-        check_url_security(url, tokens, ca_file)
-        creds = channel_credentials(url, ca_file)
-        self._channel = (aio.insecure_channel(target_of(url), options=_OPTIONS)
-                         if creds is None else
-                         aio.secure_channel(target_of(url), creds, options=_OPTIONS))
+        self._channel = open_channel(aio, url, tokens, ca_file)
         self._infer = _method(self._channel, "ModelInfer")
         self._meta = _method(self._channel, "ModelMetadata")
         self._outputs: dict[str, list[str]] = {}

@@ -35,6 +35,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from serving_runtime.files import Stamp, file_stamp
 
@@ -82,13 +83,11 @@ class _WatchedPair:
         self.generation = 0  # +1 on each successful reload
         # at start-up a failure is fatal (raised)
         self._stamps, ctx, pem = self._load()
-        self._started(ctx, pem)
+        self._take(ctx, pem)
         self._next_check = self.clock() + check_seconds
 
-    def _started(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
-        raise NotImplementedError
-
-    def _loaded(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
+    def _take(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
+        """Serve this newly loaded pair (at start-up and after each reload)."""
         raise NotImplementedError
 
     def _current_stamps(self) -> tuple[Stamp, Stamp]:
@@ -136,7 +135,7 @@ class _WatchedPair:
                             "error": str(exc)[:300]})
             return False
         self._stamps = stamps
-        self._loaded(ctx, pem)
+        self._take(ctx, pem)
         self.generation += 1
         log.info("TLS certificate reloaded", extra={"cert_file": str(self.cert)})
         return True
@@ -147,12 +146,12 @@ class ReloadingTLS(_WatchedPair):
     (never reloaded itself); `current` the newest loaded one, which every new handshake
     is moved to by `context`'s sni_callback."""
 
-    def _started(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
-        self.context = ctx
-        self.current = ctx
-        ctx.sni_callback = self._select
+    def __init__(self, cert: Path, key: Path, **kw: Any) -> None:
+        super().__init__(cert, key, **kw)
+        self.context = self.current
+        self.context.sni_callback = self._select
 
-    def _loaded(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
+    def _take(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
         self.current = ctx
 
     def _select(self, conn: ssl.SSLSocket | ssl.SSLObject, server_name: str | None,
@@ -169,11 +168,7 @@ class PemPair(_WatchedPair):
 
     keep_pem = True
 
-    def _started(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
-        assert pem is not None
-        self.pem = pem
-
-    def _loaded(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
+    def _take(self, ctx: ssl.SSLContext, pem: tuple[bytes, bytes] | None) -> None:
         assert pem is not None
         self.pem = pem
 
