@@ -128,8 +128,12 @@ def _reconcile(
         kube.event(body, "Warning", reason, msg)
         try:
             _write_error_status(kube, body, owner, spec.model.version, previous, msg, reason)
-        except ApiException:
-            log.exception("could not write status of %s/%s", namespace, name)
+        except ApiException as status_exc:
+            # One line naming the API server's answer, as for Events (apply.py): a traceback
+            # adds nothing, and a namespace being deleted is no failure worth a warning.
+            detail = describe_api_error(status_exc)
+            log.log(logging.DEBUG if "being terminated" in detail else logging.WARNING,
+                    "could not write status of %s/%s: %s", namespace, name, detail)
         raise ReconcileError(f"{namespace}/{name}: {msg}") from exc
     finally:
         changes.post(kube, body)  # what was written before a failure is told too
